@@ -1,0 +1,71 @@
+"""The one call shape every attack has (after Foolbox 3's template).
+
+`Attack.__call__(view, x, y, threat, budget=None, seed=0)` validates the threat, runs the
+subclass's `_run` (which only *proposes* candidates), projects the candidates into the ε-ball
+and the bounds, and returns an `AttackOutput`. Whether a candidate counts is decided by
+`robustness_eval.verify` on the real target, never by the attack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+
+from robustness_eval.norms import project
+from robustness_eval.types import AttackKind, Threat, check_positive_int
+
+VIEWS = ("base", "oracle", "shell-aware")
+
+
+@dataclass
+class AttackOutput:
+    """Per point: the proposed candidate, the attack's own claim, and queries used."""
+
+    x_adv: torch.Tensor
+    claimed: torch.Tensor
+    queries: torch.Tensor
+    trace: dict = field(default_factory=dict)
+
+
+class Attack:
+    """Base class. Subclasses set `name`, `kind`, `view`, `description` and implement `_run`.
+
+    `view` names the target view the attack receives: 'base' (white-box F), 'oracle' (the
+    shell through a query-counting oracle) or 'shell-aware' (F plus the shell's parameters and
+    per-class search). `budget` means what the subclass's docstring says (iterations for
+    gradient attacks, oracle queries per point for black-box ones).
+    """
+
+    name: ClassVar[str] = "attack"
+    kind: ClassVar[AttackKind] = AttackKind.TRANSFER
+    view: ClassVar[str] = "base"
+    description: ClassVar[str] = ""
+
+    def __init__(self, budget: int = 100) -> None:
+        self.budget = check_positive_int(budget, "budget")
+
+    def applies_to(self, shell_kind: str, randomized: bool) -> bool:
+        """Whether the attack makes sense against a shell of this kind."""
+        return True
+
+    def __call__(self, view, x: torch.Tensor, y: torch.Tensor, threat: Threat,
+                 budget: int | None = None, seed: int = 0) -> AttackOutput:
+        if not isinstance(threat, Threat):
+            raise TypeError(f"`threat` must be a robustness_eval.Threat (got {type(threat).__name__})")
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"`x` and `y` need the same number of points ({x.shape[0]} vs {y.shape[0]})")
+        budget = self.budget if budget is None else check_positive_int(budget, "budget")
+        x = x.detach()
+        if x.shape[0] == 0 or threat.eps == 0:
+            zeros = torch.zeros(x.shape[0], dtype=torch.long)
+            return AttackOutput(x.clone(), zeros.bool(), zeros)
+        generator = torch.Generator().manual_seed(seed)
+        out = self._run(view, x, y, threat, budget, generator)
+        out.x_adv = project(out.x_adv.detach(), x, threat.eps, threat.norm, threat.bounds)
+        return out
+
+    def _run(self, view, x: torch.Tensor, y: torch.Tensor, threat: Threat, budget: int,
+             generator: torch.Generator) -> AttackOutput:
+        raise NotImplementedError

@@ -1,0 +1,49 @@
+"""Foolbox 3's PGD on the base model: a second, independent opinion on our own PGD.
+
+Paper: Madry et al. 2018 (as implemented by Foolbox's LinfPGD / L2PGD, Rauber et al. 2020).
+Threat: L∞ or L2 ball of radius ε inside the bounds. View: white-box base model F.
+Budget: iterations (default 40); `restarts` independent random starts (default 2).
+Defaults: relative step 2.5/iterations (the same rule as our PGD, so the two are comparable
+step for step), cross-entropy loss, uniform random start.
+"""
+
+from __future__ import annotations
+
+import foolbox as fb
+import torch
+
+from attacks.base import Attack, AttackOutput
+from robustness_eval.types import AttackKind, Norm, Threat, check_positive_int
+
+
+class FoolboxPGD(Attack):
+    """Foolbox LinfPGD / L2PGD on F, restarts run one after the other."""
+
+    name = "fb-pgd"
+    kind = AttackKind.TRANSFER
+    view = "base"
+    description = "Foolbox 3 PGD on the base model (second opinion), transferred"
+
+    def __init__(self, budget: int = 40, restarts: int = 2, rel_step: float = 2.5) -> None:
+        super().__init__(budget)
+        self.restarts = check_positive_int(restarts, "restarts")
+        self.rel_step = rel_step
+
+    def _run(self, view, x, y, threat: Threat, budget: int, generator) -> AttackOutput:
+        model = fb.PyTorchModel(view.model, bounds=(threat.bounds.lower, threat.bounds.upper))
+        cls = fb.attacks.LinfPGD if threat.norm is Norm.LINF else fb.attacks.L2PGD
+        attack = cls(steps=budget, rel_stepsize=self.rel_step / budget, random_start=True)
+        x_adv = x.clone()
+        found = torch.zeros(x.shape[0], dtype=torch.bool)
+        state = torch.random.get_rng_state()
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+        try:
+            for _ in range(self.restarts):
+                _, clipped, success = attack(model, x, y, epsilons=threat.eps)
+                new = success & ~found
+                x_adv[new] = clipped[new]
+                found |= success
+        finally:
+            torch.random.set_rng_state(state)  # foolbox draws from torch's global generator
+        queries = torch.full((x.shape[0],), (budget + 1) * self.restarts, dtype=torch.long)
+        return AttackOutput(x_adv, found, queries)

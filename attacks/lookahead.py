@@ -1,0 +1,67 @@
+"""The shell-aware look-ahead attack: plant a confident wrong neighbour the shell will find.
+
+Idea (this suite; the ε+δ reasoning follows Wu et al.'s own analysis of MCN): if some x'' within
+ε + δ of x is classified as t ≠ y by F with high confidence, its projection x' onto the ε-ball
+lies within δ of x'', so MCN's search from x' can reach x''. For NCN the target confidence is
+p at radius ε: then F(x') ≥ p and NCN returns x' unchanged, labelled t.
+
+Threat: L∞ or L2, ε. View: shell-aware (F white-box, the shell's δ / p, and the shell itself to
+choose among the per-class candidates).
+Budget: iterations of the targeted ascent (default 40); every wrong class is a target, all
+points × targets in one batch. Queries: forward passes of F per point, plus one shell query per
+candidate checked.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from attacks.base import Attack, AttackOutput
+from attacks.losses import targeted_log_prob
+from attacks.pgd import projected_ascent
+from robustness_eval.norms import project
+from robustness_eval.types import AttackKind, Threat
+
+
+class LookAhead(Attack):
+    """Targeted high-confidence PGD on F at radius ε + δ (MCN) or ε (NCN), projected to ε."""
+
+    name = "lookahead"
+    kind = AttackKind.SHELL_AWARE
+    view = "shell-aware"
+    description = "targeted confident attack on F at ε+δ, projected to ε (knows δ / p)"
+
+    def __init__(self, budget: int = 40, confidence: float = 0.99) -> None:
+        super().__init__(budget)
+        self.confidence = confidence
+
+    def applies_to(self, shell_kind: str, randomized: bool) -> bool:
+        return shell_kind in ("mcn", "ncn")
+
+    def _run(self, view, x, y, threat: Threat, budget: int, generator) -> AttackOutput:
+        n, shape = x.shape[0], tuple(x.shape[1:])
+        with torch.no_grad():
+            num_classes = view.logits(x[:1]).shape[1]
+        reach = threat.eps + (view.radius if view.shell_kind == "mcn" else 0.0)
+        goal = max(self.confidence, view.threshold or 0.0)
+        targets = (y[:, None] + torch.arange(1, num_classes)[None]) % num_classes  # n × (C-1)
+        k = num_classes - 1
+        center = x[:, None].expand(n, k, *shape).reshape(n * k, *shape)
+        target = targets.reshape(-1)
+
+        def objective(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            logp = targeted_log_prob(view.logits(z), target)
+            return logp, logp.detach().exp() >= goal
+
+        best, _, _, trace = projected_ascent(objective, center, reach, threat.norm, threat.bounds,
+                                             budget, 2.5 * reach / budget, center)
+        candidates = project(best, center, threat.eps, threat.norm, threat.bounds)
+        probs = view.shell_probs(candidates).view(n, k, -1)
+        wrong = probs.argmax(dim=2) != y[:, None]
+        # prefer a candidate the shell already gets wrong; otherwise the one with least true-class mass
+        true_mass = probs.gather(2, y[:, None, None].expand(n, k, 1)).squeeze(2)
+        score = torch.where(wrong, 2.0 - true_mass, -true_mass)
+        pick = score.argmax(dim=1)
+        x_adv = candidates.view(n, k, *shape)[torch.arange(n), pick]
+        queries = torch.full((n,), (budget + 1) * k + k, dtype=torch.long)
+        return AttackOutput(x_adv, wrong.any(dim=1), queries, {"loss": trace})

@@ -1,0 +1,26 @@
+"""A second opinion on the base model: our PGD and Foolbox's, standalone, same steps and restarts."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from attacks.foolbox_pgd import FoolboxPGD
+from attacks.pgd import PGD
+from robustness_eval.types import Threat
+from robustness_eval.verify import verify
+from robustness_eval.views import BaseModelView
+
+
+def pgd_crosscheck(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Threat,
+                   steps: int = 40, restarts: int = 2, seed: int = 0) -> dict:
+    """Robust accuracy of F under our PGD and under Foolbox's, each verified, on all n points."""
+    view = BaseModelView(model, threat.bounds)
+    with torch.no_grad():
+        correct = model(x).argmax(1) == y
+    shares = {}
+    for key, attack in (("ours", PGD(steps, restarts)), ("foolbox", FoolboxPGD(steps, restarts))):
+        out = attack(view, x, y, threat, seed=seed)
+        broken = verify(model, x, out.x_adv, y, threat).success
+        shares[key] = float((correct & ~broken).sum()) / len(y)
+    return {"points": len(y), "steps": steps, "restarts": restarts, **shares}

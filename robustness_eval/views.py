@@ -1,0 +1,103 @@
+"""Views of a target: what an attack is allowed to use, and nothing more.
+
+- `BaseModelView`: white-box access to the base classifier F (logits with gradients).
+- `ShellOracle`: the shell as a black box; every input row queried is counted against the
+  point it belongs to, and a query that would take a point past its budget is refused.
+- `ShellAwareView`: F white-box plus the shell's public parameters (norm, δ, p) and its own
+  per-class search, for attacks that know how the shell works (look-ahead, min-max, BPDA).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from robustness_eval.types import Bounds, Norm
+
+
+class BudgetExceededError(RuntimeError):
+    """Raised when a query would take a point past its oracle budget."""
+
+
+class BaseModelView:
+    """White-box access to the base classifier F."""
+
+    def __init__(self, model: nn.Module, bounds: Bounds) -> None:
+        self.model = model
+        self.bounds = bounds
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """F(x), differentiable."""
+        return self.model(x)
+
+
+class ShellOracle:
+    """Black-box, query-counting access to a shell's probabilities.
+
+    `budget` is the number of input rows each point may query (None: unlimited, still counted).
+    A query of k rows for point i costs k queries for point i.
+    """
+
+    def __init__(self, shell: nn.Module, num_points: int, budget: int | None) -> None:
+        if budget is not None and budget < 1:
+            raise ValueError(f"`budget` must be an integer ≥ 1 or None (got {budget!r})")
+        self._shell = shell
+        self.budget = budget
+        self.queries = torch.zeros(num_points, dtype=torch.long)
+        self.randomized = bool(getattr(shell, "randomized", False))
+
+    def remaining(self) -> torch.Tensor:
+        """Queries each point may still make (a large number when unlimited)."""
+        if self.budget is None:
+            return torch.full_like(self.queries, 2**62)
+        return self.budget - self.queries
+
+    def __call__(self, x: torch.Tensor, point_index: torch.Tensor) -> torch.Tensor:
+        """Probabilities G(x) for rows `x`, row i charged to point `point_index[i]`."""
+        point_index = torch.as_tensor(point_index, dtype=torch.long).reshape(-1).cpu()
+        if point_index.numel() != x.shape[0]:
+            raise ValueError("`point_index` needs one entry per row of `x`")
+        cost = torch.bincount(point_index, minlength=len(self.queries))
+        if self.budget is not None and bool(((self.queries + cost) > self.budget).any()):
+            over = int(((self.queries + cost) > self.budget).nonzero()[0])
+            raise BudgetExceededError(
+                f"point {over} would use {int(self.queries[over] + cost[over])} queries, over its "
+                f"budget of {self.budget}; check `remaining()` before querying"
+            )
+        self.queries += cost
+        with torch.no_grad():
+            return self._shell(x.detach())
+
+    def labels(self, x: torch.Tensor, point_index: torch.Tensor) -> torch.Tensor:
+        """The shell's decisions for rows `x` (decision-based access; same cost)."""
+        return self(x, point_index).argmax(dim=1)
+
+
+class ShellAwareView(BaseModelView):
+    """F white-box plus the shell's public parameters and its own per-class search."""
+
+    def __init__(self, model: nn.Module, shell: nn.Module, bounds: Bounds) -> None:
+        super().__init__(model, bounds)
+        self._shell = shell
+        self.shell_kind: str = shell.kind
+        self.norm: Norm = shell.norm
+        self.radius: float = float(shell.radius)
+        self.threshold: float | None = shell.threshold
+        self.randomized: bool = bool(shell.randomized)
+
+    @property
+    def has_per_class_search(self) -> bool:
+        return hasattr(self._shell, "per_class_search")
+
+    def per_class_search(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The shell's own per-class search points (B, C, *input) and confidences (B, C)."""
+        return self._shell.per_class_search(x)
+
+    def search(self, x: torch.Tensor) -> torch.Tensor:
+        """The shell's search point z* = H(x)."""
+        return self._shell.search(x)
+
+    def shell_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """G(x) (no gradient)."""
+        with torch.no_grad():
+            return self._shell(x.detach())

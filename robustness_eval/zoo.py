@@ -1,0 +1,182 @@
+"""Model zoo: small classifiers trained here, deterministically, and cached on disk.
+
+`standard` models minimise cross-entropy; `adversarial` models are PGD-trained (Madry et al.
+2018) at the data set's default ε. Weights are stored as a state dict and loaded with
+`torch.load(weights_only=True)`; the cache directory is `$ROBUSTNESS_EVAL_CACHE` or
+`~/.cache/robustness_eval`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from robustness_eval.data import Dataset
+from robustness_eval.norms import ascent_direction, project
+from robustness_eval.progress import progress
+from robustness_eval.types import Norm, Threat
+
+MODEL_KINDS = ("standard", "adversarial")
+
+
+@dataclass(frozen=True)
+class TrainingRecipe:
+    """Everything that determines a zoo model's weights (part of its cache key)."""
+
+    epochs: int
+    lr: float
+    batch_size: int
+    adv_eps: float
+    adv_steps: int
+    adv_norm: str = "linf"
+    eps_warmup_epochs: int = 0
+
+
+RECIPES = {
+    ("digits", "standard"): TrainingRecipe(40, 1e-3, 64, 0.0, 0),
+    ("digits", "adversarial"): TrainingRecipe(40, 1e-3, 64, 0.1, 7),
+    ("synthetic", "standard"): TrainingRecipe(30, 1e-3, 64, 0.0, 0),
+    ("synthetic", "adversarial"): TrainingRecipe(30, 1e-3, 64, 0.05, 7),
+    ("mnist", "standard"): TrainingRecipe(6, 1e-3, 64, 0.0, 0),
+    ("mnist", "adversarial"): TrainingRecipe(16, 1e-3, 64, 0.3, 10, eps_warmup_epochs=4),
+}
+
+
+class MLP(nn.Module):
+    """Flatten → two ReLU hidden layers → logits."""
+
+    def __init__(self, in_features: int, num_classes: int, hidden: int = 256) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU(),
+            nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class SmallCNN(nn.Module):
+    """Two conv/pool blocks and a dense head, for 1×28×28 inputs."""
+
+    def __init__(self, num_classes: int = 10, channels: int = 1) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.LazyLinear(128), nn.ReLU(), nn.Linear(128, num_classes)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def build_architecture(dataset: Dataset) -> nn.Module:
+    """The zoo's architecture for a data set: a CNN for images, an MLP otherwise."""
+    if dataset.is_image:
+        model = SmallCNN(dataset.num_classes, dataset.input_shape[0])
+        model(torch.zeros(1, *dataset.input_shape))  # materialise the lazy layer
+        return model
+    return MLP(int(torch.tensor(dataset.input_shape).prod()), dataset.num_classes)
+
+
+def cache_dir() -> Path:
+    """Where zoo weights live: $ROBUSTNESS_EVAL_CACHE or ~/.cache/robustness_eval."""
+    root = os.environ.get("ROBUSTNESS_EVAL_CACHE") or Path.home() / ".cache" / "robustness_eval"
+    return Path(root)
+
+
+def model_hash(model: nn.Module) -> str:
+    """A short SHA-256 of the model's parameters and buffers, for reproducibility blocks."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def load_model(dataset: Dataset, kind: str = "adversarial", seed: int = 0,
+               retrain: bool = False, quiet: bool = True) -> nn.Module:
+    """The zoo model for `dataset`, trained once and cached; returned in eval mode."""
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model {kind!r}; choose one of: {', '.join(MODEL_KINDS)}, "
+                         "or pass your own torch.nn.Module to evaluate()")
+    recipe = RECIPES[(dataset.name, kind)]
+    key = hashlib.sha256(repr((dataset.name, dataset.split, kind, seed, recipe)).encode())
+    path = cache_dir() / f"{dataset.name}-{kind}-{seed}-{key.hexdigest()[:12]}.pt"
+    model = build_architecture(dataset)
+    if path.exists() and not retrain:
+        model.load_state_dict(torch.load(path, weights_only=True))
+    else:
+        train(model, dataset, recipe, seed, quiet=quiet)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".tmp")
+        torch.save(model.state_dict(), partial)
+        partial.replace(path)  # atomic: a crash never leaves half a file under the real name
+    return model.eval()
+
+
+def _pgd_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Threat,
+                  steps: int, generator: torch.Generator) -> torch.Tensor:
+    """PGD with a random start on cross-entropy, the inner maximisation of adversarial training."""
+    from robustness_eval.norms import random_in_ball
+
+    z = project(x + random_in_ball(tuple(x.shape), threat.eps, threat.norm, generator),
+                x, threat.eps, threat.norm, threat.bounds)
+    step = 2.5 * threat.eps / steps
+    for _ in range(steps):
+        z.requires_grad_(True)
+        loss = nn.functional.cross_entropy(model(z), y)
+        (grad,) = torch.autograd.grad(loss, z)
+        z = project(z.detach() + step * ascent_direction(grad, threat.norm), x, threat.eps,
+                    threat.norm, threat.bounds)
+    return z.detach()
+
+
+def train(model: nn.Module, dataset: Dataset, recipe: TrainingRecipe, seed: int = 0,
+          quiet: bool = True) -> nn.Module:
+    """Train in place, deterministically from `seed` (Adam, cosine schedule)."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr)
+    total = recipe.epochs * -(-len(dataset.y_train) // recipe.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=total)
+    bar = progress(range(recipe.epochs), desc=f"train {dataset.name}", disable=quiet)
+    for epoch in bar:
+        model.train()
+        order = torch.randperm(len(dataset.y_train), generator=generator)
+        ramp = min(1.0, (epoch + 1) / recipe.eps_warmup_epochs) if recipe.eps_warmup_epochs else 1.0
+        threat = Threat(Norm.parse(recipe.adv_norm), recipe.adv_eps * ramp, dataset.bounds)
+        for start in range(0, len(order), recipe.batch_size):
+            batch = order[start : start + recipe.batch_size]
+            x, y = dataset.x_train[batch], dataset.y_train[batch]
+            if recipe.adv_steps:
+                model.eval()
+                x = _pgd_examples(model, x, y, threat, recipe.adv_steps, generator)
+                model.train()
+            loss = nn.functional.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    return model.eval()
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
+    """Clean accuracy of a logits model on (x, y)."""
+    with torch.no_grad():
+        correct = sum(
+            (model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum().item()
+            for i in range(0, len(y), batch_size)
+        )
+    return correct / max(len(y), 1)

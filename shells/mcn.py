@@ -1,0 +1,141 @@
+"""MCN_δ, the most confident neighbour shell (Wu et al., Algorithm 1).
+
+For each class t, projected ascent on an objective of F(z)_t over z in the δ-ball of x
+intersected with the input bounds; z_t is the most t-confident point seen (x itself included);
+z* is the z_t whose F(z_t)_t is largest, and G(x) = softmax(F(z*)).
+
+Layout: all points × classes × restarts are one batch of rows (row = (point, class, restart)),
+so a search costs `steps + 1` forward and `steps` backward passes of F on B·C·R rows.
+Restart 0 starts at x; restart r > 0 starts at x + δ·u_r with u_r a fixed pattern drawn once
+from `seed`, so the search is deterministic and each point's result is independent of its batch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from robustness_eval.norms import ascent_direction, project, random_in_ball
+from robustness_eval.types import Bounds, Norm, check_nonnegative, check_positive_int
+from shells.base import Shell
+
+OBJECTIVES = ("logprob", "cw")
+
+
+class MCNShell(Shell):
+    """Most confident neighbour within radius `delta` (L∞ or L2).
+
+    Args:
+        model: base classifier F returning logits.
+        delta: search radius δ ≥ 0 (δ = 0 gives back F).
+        norm: 'linf' or 'l2'.
+        bounds: input box the search stays in.
+        steps: projected ascent steps per class and restart.
+        restarts: starts per class (the first at x).
+        step_size: ascent step; default 2.5·δ/steps (Madry et al.'s rule).
+        objective: 'logprob' (log F(z)_t, sign/normalised gradient ascent) or 'cw'
+            (the margin logit_t − max_{j≠t} logit_j, Carlini–Wagner style).
+        chunk_rows: rows per forward pass, to bound memory.
+        seed: seed of the fixed restart pattern.
+    """
+
+    kind = "mcn"
+
+    def __init__(self, model: nn.Module, delta: float, norm: Norm | str = Norm.LINF,
+                 bounds: Bounds = Bounds(), steps: int = 20, restarts: int = 1,
+                 step_size: float | None = None, objective: str = "logprob",
+                 chunk_rows: int = 8192, seed: int = 0) -> None:
+        super().__init__(model, norm, bounds)
+        self.radius = check_nonnegative(delta, "delta")
+        self.steps = check_positive_int(steps, "steps")
+        self.restarts = check_positive_int(restarts, "restarts")
+        self.step_size = None if step_size is None else check_nonnegative(step_size, "step_size")
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {objective!r}; choose one of: {', '.join(OBJECTIVES)}")
+        self.objective = objective
+        self.chunk_rows = check_positive_int(chunk_rows, "chunk_rows")
+        self.seed = seed
+        self._patterns: dict[tuple, torch.Tensor] = {}
+
+    def describe(self) -> dict:
+        return {**super().describe(), "steps": self.steps, "restarts": self.restarts,
+                "objective": self.objective, "step_size": self.step_size}
+
+    def _restart_pattern(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """Unit-radius start offsets, one per restart (the first is zero)."""
+        key = (shape, like.dtype, like.device)
+        if key not in self._patterns:
+            g = torch.Generator().manual_seed(self.seed)
+            offsets = random_in_ball((self.restarts - 1, *shape), 1.0, self.norm, g)
+            zero = torch.zeros(1, *shape)
+            self._patterns[key] = torch.cat([zero, offsets]).to(like.device, like.dtype)
+        return self._patterns[key]
+
+    def _objective(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.objective == "cw":
+            own = logits.gather(1, target[:, None]).squeeze(1)
+            others = logits.scatter(1, target[:, None], float("-inf"))
+            return own - others.amax(dim=1)
+        return torch.log_softmax(logits, dim=1).gather(1, target[:, None]).squeeze(1)
+
+    def per_class_search(self, x: torch.Tensor, delta: float | torch.Tensor | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per class t the most t-confident point z_t and F(z_t)_t.
+
+        Returns z of shape (B, C, *input) and confidences of shape (B, C). `delta` may be a
+        tensor with one radius per point (NCN's bisection uses this).
+        """
+        x = x.detach()
+        radius = torch.as_tensor(self.radius if delta is None else delta, dtype=x.dtype,
+                                 device=x.device).expand(x.shape[0])
+        with torch.no_grad():
+            base_logits = self.base_model(x[:1])
+        num_classes = base_logits.shape[1]
+        rows_per_point = num_classes * self.restarts
+        points_per_chunk = max(1, self.chunk_rows // rows_per_point)
+        results = [self._search_chunk(x[i : i + points_per_chunk], radius[i : i + points_per_chunk],
+                                      num_classes)
+                   for i in range(0, x.shape[0], points_per_chunk)]
+        return torch.cat([r[0] for r in results]), torch.cat([r[1] for r in results])
+
+    def _search_chunk(self, x: torch.Tensor, radius: torch.Tensor, num_classes: int
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        b, c, r = x.shape[0], num_classes, self.restarts
+        shape = tuple(x.shape[1:])
+        center = x[:, None, None].expand(b, c, r, *shape).reshape(b * c * r, *shape)
+        row_radius = radius[:, None, None].expand(b, c, r).reshape(-1)
+        target = torch.arange(c, device=x.device)[None, :, None].expand(b, c, r).reshape(-1)
+        pattern = self._restart_pattern(shape, x)[None, None].expand(b, c, r, *shape)
+        offset = pattern.reshape(b * c * r, *shape) * row_radius.view(-1, *([1] * len(shape)))
+        z = project(center + offset, center, row_radius, self.norm, self.bounds)
+        step = (2.5 * row_radius / self.steps if self.step_size is None
+                else torch.full_like(row_radius, self.step_size)).view(-1, *([1] * len(shape)))
+
+        best_z = center.clone()
+        with torch.no_grad():
+            best_conf = torch.softmax(self.base_model(x), dim=1)  # x is always a candidate
+        best_conf = best_conf[:, :, None].expand(b, c, r).reshape(-1).clone()
+        with torch.enable_grad():
+            for k in range(self.steps + 1):
+                z.requires_grad_(True)
+                logits = self.base_model(z)
+                conf = torch.softmax(logits.detach(), dim=1).gather(1, target[:, None]).squeeze(1)
+                better = conf > best_conf
+                best_conf = torch.where(better, conf, best_conf)
+                best_z = torch.where(better.view(-1, *([1] * len(shape))), z.detach(), best_z)
+                if k == self.steps:
+                    break
+                (grad,) = torch.autograd.grad(self._objective(logits, target).sum(), z)
+                z = project(z.detach() + step * ascent_direction(grad, self.norm), center,
+                            row_radius, self.norm, self.bounds)
+        best_conf = best_conf.view(b, c, r)
+        pick = best_conf.argmax(dim=2)  # best restart per class
+        conf = best_conf.gather(2, pick[..., None]).squeeze(2)
+        z_best = best_z.view(b, c, r, *shape)
+        index = pick.view(b, c, 1, *([1] * len(shape))).expand(b, c, 1, *shape)
+        return z_best.gather(2, index).squeeze(2), conf
+
+    def search(self, x: torch.Tensor) -> torch.Tensor:
+        z, conf = self.per_class_search(x)
+        winner = conf.argmax(dim=1)
+        return z[torch.arange(x.shape[0], device=x.device), winner]
