@@ -29,6 +29,9 @@ class MinMax(Attack):
     view = "shell-aware"
     description = "min-max through the shell's per-class searches (Danskin gradient)"
 
+    def __init__(self, budget: int = 30) -> None:
+        super().__init__(budget)
+
     def applies_to(self, shell_kind: str, randomized: bool) -> bool:
         return shell_kind == "mcn"
 

@@ -6,6 +6,8 @@ flattened vector per row. Radii may be a float or a tensor with one entry per ro
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from robustness_eval.types import Bounds, Norm
@@ -23,7 +25,7 @@ def _per_row(radius: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def distance(delta: torch.Tensor, norm: Norm) -> torch.Tensor:
     """The norm of each row of `delta` (shape: rows)."""
-    flat = delta.reshape(delta.shape[0], -1)
+    flat = delta.flatten(1)
     if norm is Norm.LINF:
         return flat.abs().amax(dim=1)
     return flat.norm(p=2, dim=1)
@@ -68,6 +70,6 @@ def random_in_ball(
         return u * _per_row(radius, u)
     g = torch.randn(shape, generator=generator, dtype=dtype)
     direction = g / (_per_row(distance(g, norm), g) + _TINY)
-    dims = g[0].numel()
+    dims = max(1, math.prod(shape[1:]))
     scale = torch.rand(shape[0], generator=generator, dtype=dtype) ** (1.0 / dims)
     return direction * _per_row(scale, g) * _per_row(radius, g)

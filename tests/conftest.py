@@ -1,0 +1,70 @@
+"""Shared fixtures: a private model cache, the digits data, and small closed-form models."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Train zoo models into a per-session cache so tests never depend on the user's."""
+    import os
+
+    path = tmp_path_factory.mktemp("zoo-cache")
+    old = os.environ.get("ROBUSTNESS_EVAL_CACHE")
+    os.environ["ROBUSTNESS_EVAL_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("ROBUSTNESS_EVAL_CACHE", None)
+    else:
+        os.environ["ROBUSTNESS_EVAL_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from robustness_eval.data import load_digits
+
+    return load_digits()
+
+
+@pytest.fixture(scope="session")
+def digits_standard(digits, private_cache):
+    from robustness_eval.zoo import load_model
+
+    return load_model(digits, "standard")
+
+
+@pytest.fixture(scope="session")
+def digits_adversarial(digits, private_cache):
+    from robustness_eval.zoo import load_model
+
+    return load_model(digits, "adversarial")
+
+
+class TwoClassLogistic(nn.Module):
+    """logits = [0, w·x + b]: F(x)_1 = σ(w·x + b), so MCN and NCN have closed forms."""
+
+    def __init__(self, w: torch.Tensor, b: float) -> None:
+        super().__init__()
+        self.linear = nn.Linear(len(w), 1)
+        with torch.no_grad():
+            self.linear.weight.copy_(w[None])
+            self.linear.bias.fill_(b)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.linear(x.flatten(1))
+        return torch.cat([torch.zeros_like(s), s], dim=1)
+
+
+@pytest.fixture
+def logistic():
+    w = torch.tensor([0.8, -1.5, 0.3, 2.0, -0.6])
+    return TwoClassLogistic(w, 0.2), w, 0.2
+
+
+def sigmoid(v: float) -> float:
+    return 1 / (1 + math.exp(-v))

@@ -1,0 +1,76 @@
+"""Attacks break an undefended model at large ε, break nothing at ε = 0, and respect the call shape."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attacks.registry import ATTACKS, build_battery
+from robustness_eval.types import Threat
+from robustness_eval.verify import verify
+from robustness_eval.views import BaseModelView, ShellAwareView
+from shells import MCNShell, NCNShell
+
+
+def _view(attack, model, shell, bounds):
+    return BaseModelView(model, bounds) if attack.view == "base" else ShellAwareView(model, shell, bounds)
+
+
+def _clean_correct(digits, model, n=60):
+    x, y = digits.x_test[:n], digits.y_test[:n]
+    keep = model(x).argmax(1) == y
+    return x[keep], y[keep]
+
+
+@pytest.mark.parametrize("name", ["pgd", "cw", "fb-pgd", "lookahead", "minmax"])
+@pytest.mark.parametrize("norm, eps", [("linf", 0.4), ("l2", 4.0)])
+def test_attack_breaks_undefended_model_at_large_eps(digits, digits_standard, name, norm, eps):
+    x, y = _clean_correct(digits, digits_standard)
+    threat = Threat(norm, eps)
+    shell = MCNShell(digits_standard, 0.02, norm, digits.bounds, steps=5)
+    attack = ATTACKS[name](budget=20)
+    target = shell if attack.view == "shell-aware" else digits_standard
+    out = attack(_view(attack, digits_standard, shell, digits.bounds), x, y, threat)
+    rate = verify(target, x, out.x_adv, y, threat).success.float().mean()
+    assert rate >= 0.95, f"{name} broke only {rate:.0%} at {norm} ε={eps}"
+
+
+@pytest.mark.parametrize("name", ["pgd", "cw", "fb-pgd", "lookahead", "minmax"])
+def test_attack_breaks_nothing_at_zero_eps(digits, digits_standard, name):
+    x, y = _clean_correct(digits, digits_standard, 30)
+    threat = Threat("linf", 0.0)
+    shell = MCNShell(digits_standard, 0.1, "linf", digits.bounds, steps=5)
+    attack = ATTACKS[name](budget=5)
+    out = attack(_view(attack, digits_standard, shell, digits.bounds), x, y, threat)
+    assert not verify(shell, x, out.x_adv, y, threat).success.any()
+    assert torch.equal(out.x_adv, x)
+
+
+def test_lookahead_reaches_ncn_threshold(digits, digits_standard):
+    x, y = _clean_correct(digits, digits_standard, 40)
+    shell = NCNShell(digits_standard, 0.9, "linf", digits.bounds, max_radius=0.1, rounds=4, steps=10)
+    threat = Threat("linf", 0.3)
+    out = ATTACKS["lookahead"](budget=30)(ShellAwareView(digits_standard, shell, digits.bounds), x, y, threat)
+    assert verify(shell, x, out.x_adv, y, threat).success.float().mean() >= 0.95
+
+
+def test_candidates_are_projected_into_ball_and_bounds(digits, digits_standard):
+    x, y = _clean_correct(digits, digits_standard, 20)
+    threat = Threat("l2", 0.5)
+    out = ATTACKS["pgd"](budget=10)(BaseModelView(digits_standard, digits.bounds), x, y, threat)
+    assert ((out.x_adv - x).flatten(1).norm(dim=1) <= 0.5 + 1e-5).all()
+    assert out.x_adv.min() >= 0 and out.x_adv.max() <= 1
+
+
+def test_unknown_attack_lists_valid_names():
+    with pytest.raises(ValueError, match="choose presets or names from: fast, full, pgd"):
+        build_battery("pgd,spsaa")
+
+
+def test_attack_is_deterministic_for_a_seed(digits, digits_standard):
+    x, y = _clean_correct(digits, digits_standard, 20)
+    view = BaseModelView(digits_standard, digits.bounds)
+    threat = Threat("linf", 0.05)
+    a = ATTACKS["pgd"](budget=5)(view, x, y, threat, seed=7).x_adv
+    b = ATTACKS["pgd"](budget=5)(view, x, y, threat, seed=7).x_adv
+    assert torch.equal(a, b)

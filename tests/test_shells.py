@@ -1,0 +1,122 @@
+"""Shells against closed forms on a two-class logistic model, and their basic invariants."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from robustness_eval.norms import distance
+from robustness_eval.types import Bounds, Norm
+from shells import IdentityShell, MCNShell, NCNShell, VoteShell, build_shell
+from tests.conftest import sigmoid
+
+WIDE = Bounds(-10.0, 10.0)  # bounds far away, so the closed forms hold exactly
+
+
+def _points(n: int = 16, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, 5, generator=torch.Generator().manual_seed(seed)) * 0.5
+
+
+@pytest.mark.parametrize("norm, dual", [("linf", 1), ("l2", 2)])
+def test_mcn_matches_closed_form_on_logistic_model(logistic, norm, dual):
+    model, w, b = logistic
+    delta = 0.3
+    x = _points()
+    shell = MCNShell(model, delta, norm, WIDE, steps=20)
+    s = (x @ w + b).tolist()
+    expected = torch.tensor([sigmoid(abs(v) + delta * float(w.norm(p=dual))) for v in s])
+    got = shell(x).amax(dim=1)
+    assert torch.allclose(got, expected, atol=1e-4)
+    # the winning class is the one F already favours, and z* sits on the sphere of radius δ
+    assert torch.equal(shell(x).argmax(1), (x @ w + b > 0).long())
+    assert torch.allclose(distance(shell.search(x) - x, Norm.parse(norm)), torch.full((16,), delta),
+                          atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["bisection", "penalty"])
+@pytest.mark.parametrize("norm, dual", [("linf", 1), ("l2", 2)])
+def test_ncn_distance_matches_closed_form(logistic, norm, dual, method):
+    model, w, b = logistic
+    p, radius = 0.95, 2.0
+    x = _points(seed=1)
+    shell = NCNShell(model, p, norm, WIDE, max_radius=radius, method=method, rounds=12, steps=30,
+                     lr=0.02, alpha=10.0, growth=4.0)
+    z = shell.search(x)
+    s = x @ w + b
+    expected = torch.clamp(math.log(p / (1 - p)) - s.abs(), min=0) / w.norm(p=dual)
+    got = distance(z - x, Norm.parse(norm))
+    assert not shell.last_infeasible.any()
+    assert (torch.softmax(model(z), 1).amax(1) >= p).all()  # feasible exactly
+    # never nearer than the true optimum; no further than the solver's resolution
+    assert (got >= expected - 1e-4).all()
+    slack = radius / 2**12 + 1e-3 if method == "bisection" else 0.05 * expected.max() + 1e-3
+    assert (got <= expected + slack).all(), (got - expected).max()
+
+
+def test_ncn_returns_x_when_already_confident(logistic):
+    model, w, b = logistic
+    x = w[None] * 2.0  # s = 2·|w|² + b, far past logit(0.9)
+    shell = NCNShell(model, 0.9, "l2", WIDE, max_radius=1.0)
+    assert torch.equal(shell.search(x), x)
+
+
+def test_ncn_reports_infeasible_points(logistic):
+    model, w, b = logistic
+    x = torch.zeros(1, 5)
+    shell = NCNShell(model, 0.999999, "l2", WIDE, max_radius=0.01)
+    shell.search(x)
+    assert shell.last_infeasible.tolist() == [True]
+
+
+@pytest.mark.parametrize("kind", ["mcn", "ncn"])
+def test_search_point_stays_in_ball_and_bounds(digits, digits_standard, kind):
+    x = digits.x_test[:20]
+    shell = build_shell(kind, digits_standard, "linf", digits.bounds, delta=0.1, p=0.99)
+    z = shell.search(x)
+    assert (distance(z - x, Norm.LINF) <= 0.1 + 1e-6).all()
+    assert z.min() >= 0 and z.max() <= 1
+
+
+@pytest.mark.parametrize("objective, restarts", [("logprob", 1), ("cw", 3)])
+def test_mcn_never_lowers_max_confidence(digits, digits_standard, objective, restarts):
+    x = digits.x_test[:40]
+    shell = MCNShell(digits_standard, 0.05, "linf", digits.bounds, steps=5, restarts=restarts,
+                     objective=objective)
+    base = torch.softmax(digits_standard(x), 1).amax(1)
+    assert (shell(x).amax(1) >= base - 1e-6).all()
+
+
+def test_mcn_with_zero_radius_is_the_base_model(digits, digits_standard):
+    x = digits.x_test[:30]
+    shell = MCNShell(digits_standard, 0.0, "l2", digits.bounds)
+    assert torch.allclose(shell(x), torch.softmax(digits_standard(x), 1), atol=1e-6)
+    assert torch.allclose(IdentityShell(digits_standard)(x), shell(x), atol=1e-6)
+
+
+def test_mcn_is_batch_independent(digits, digits_standard):
+    x = digits.x_test[:12]
+    shell = MCNShell(digits_standard, 0.1, "linf", digits.bounds, restarts=2)
+    together = shell(x)
+    alone = torch.cat([shell(x[i : i + 1]) for i in range(len(x))])
+    assert torch.allclose(together, alone, atol=1e-5)
+
+
+def test_vote_shell_is_seeded_and_returns_probabilities(digits, digits_standard):
+    x = digits.x_test[:10]
+    a = VoteShell(digits_standard, 0.1, seed=3)(x)
+    b = VoteShell(digits_standard, 0.1, seed=3)(x)
+    assert torch.equal(a, b)
+    assert torch.allclose(a.sum(1), torch.ones(10)) and (a >= 0).all()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"kind": "mnc"}, "choose one of: mcn, ncn, vote, none"),
+    ({"kind": "mcn", "delta": -0.1}, "`delta` must be a finite number ≥ 0"),
+    ({"kind": "ncn", "p": 1.5}, "`p` must lie strictly between 0 and 1"),
+])
+def test_bad_shell_arguments_name_the_argument(digits_standard, kwargs, message):
+    args = {"model": digits_standard, "norm": "linf", "bounds": Bounds(), "delta": 0.1, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        build_shell(**args)
