@@ -56,14 +56,14 @@ def test_ncn_distance_matches_closed_form(logistic, norm, dual, method):
 
 
 def test_ncn_returns_x_when_already_confident(logistic):
-    model, w, b = logistic
+    model, w, _ = logistic
     x = w[None] * 2.0  # s = 2·|w|² + b, far past logit(0.9)
     shell = NCNShell(model, 0.9, "l2", WIDE, max_radius=1.0)
     assert torch.equal(shell.search(x), x)
 
 
 def test_ncn_reports_infeasible_points(logistic):
-    model, w, b = logistic
+    model, _, _ = logistic
     x = torch.zeros(1, 5)
     shell = NCNShell(model, 0.999999, "l2", WIDE, max_radius=0.01)
     shell.search(x)
