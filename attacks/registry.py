@@ -1,20 +1,36 @@
-"""Attacks by name, and battery presets: ordered lists, cheapest first (AutoAttack's habit)."""
+"""Attacks by name, and battery presets: ordered lists, cheapest first (AutoAttack's habit).
+
+A preset is data: a list of (attack name, budget or None for the attack's default).
+"""
 
 from __future__ import annotations
 
+from attacks.apgd import APGD
 from attacks.base import Attack
+from attacks.bpda import BPDA, UnrolledBPDA
+from attacks.decision import Boundary, HopSkipJump
+from attacks.eot import EOT
 from attacks.foolbox_pgd import FoolboxPGD
 from attacks.lookahead import LookAhead
 from attacks.minmax import MinMax
+from attacks.nevergrad_attack import NEVERGRAD_ATTACKS
+from attacks.noise import RandomNoise
 from attacks.pgd import PGD, CWMargin
+from attacks.spsa import SPSA
+from attacks.square import Square
+from attacks.targeted import TargetedConfident
 
 ATTACKS: dict[str, type[Attack]] = {
-    cls.name: cls for cls in (PGD, CWMargin, FoolboxPGD, LookAhead, MinMax)
+    cls.name: cls for cls in (
+        PGD, CWMargin, APGD, TargetedConfident, FoolboxPGD, RandomNoise, LookAhead, MinMax,
+        BPDA, UnrolledBPDA, EOT, Square, SPSA, *NEVERGRAD_ATTACKS, HopSkipJump, Boundary,
+    )
 }
 
-PRESETS: dict[str, list[str]] = {
-    "fast": ["pgd", "cw", "lookahead", "minmax"],
-    "full": ["pgd", "cw", "fb-pgd", "lookahead", "minmax"],
+PRESETS: dict[str, list[tuple[str, int | None]]] = {
+    "fast": [("pgd", None), ("cw", None), ("noise", 20), ("lookahead", None), ("minmax", None),
+             ("bpda", 20), ("eot", 20), ("square", 100)],
+    "full": [(name, None) for name in ATTACKS],
 }
 
 
@@ -22,21 +38,23 @@ def build_battery(spec: str | list[str], budgets: dict[str, int] | None = None,
                   budget_scale: float = 1.0) -> list[Attack]:
     """Attack instances for a preset name, a comma list, or a list of names.
 
-    `budgets` overrides an attack's default budget by name; `budget_scale` multiplies every
-    budget (2.0 is the convergence check: everything doubled).
+    `budgets` overrides budgets by attack name; `budget_scale` multiplies every budget (2.0 is
+    the convergence check: everything doubled).
     """
-    names = PRESETS.get(spec, None) if isinstance(spec, str) else list(spec)
-    if names is None:
-        names = [part.strip() for part in spec.split(",") if part.strip()]
+    if isinstance(spec, str) and spec in PRESETS:
+        entries = list(PRESETS[spec])
+    else:
+        names = [p.strip() for p in spec.split(",") if p.strip()] if isinstance(spec, str) else list(spec)
+        entries = [(name, None) for name in names]
     budgets = dict(budgets or {})
-    unknown = [name for name in [*names, *budgets] if name not in ATTACKS]
-    if unknown or not names:
+    unknown = [name for name in [*(e[0] for e in entries), *budgets] if name not in ATTACKS]
+    if unknown or not entries:
         valid = ", ".join([*PRESETS, *ATTACKS])
         raise ValueError(f"unknown attack {', '.join(map(repr, unknown)) or repr(spec)}; "
                          f"choose presets or names from: {valid}")
     battery = []
-    for name in names:
+    for name, preset_budget in entries:
         cls = ATTACKS[name]
-        budget = budgets.get(name, cls().budget)
+        budget = budgets.get(name, preset_budget or cls().budget)
         battery.append(cls(budget=max(1, round(budget * budget_scale))))
     return battery

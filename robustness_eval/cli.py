@@ -125,11 +125,12 @@ def _summary(results: dict) -> None:
 def cmd_attacks(_: argparse.Namespace) -> int:
     from attacks.registry import ATTACKS, PRESETS
 
-    print(f"{'name':12s} {'kind':15s} {'view':12s} {'budget':>7s}  description")
+    print(f"{'name':15s} {'kind':15s} {'view':12s} {'budget':>7s}  description")
     for name, cls in ATTACKS.items():
-        print(f"{name:12s} {cls.kind.value:15s} {cls.view:12s} {cls().budget:7d}  {cls.description}")
-    for preset, names in PRESETS.items():
-        print(f"preset {preset}: {', '.join(names)}")
+        print(f"{name:15s} {cls.kind.value:15s} {cls.view:12s} {cls().budget:7d}  {cls.description}")
+    for preset, entries in PRESETS.items():
+        listed = [name if budget is None else f"{name}({budget})" for name, budget in entries]
+        print(f"preset {preset}: {', '.join(listed)}")
     return 0
 
 

@@ -149,7 +149,9 @@ def _run_attack(attack: Attack, model: nn.Module, targets: list[_TargetState], x
             idx = target.alive.nonzero().squeeze(1)
             view = _view_for(attack, model, target.shell, threat, len(idx))
             out = attack(view, x[idx], y[idx], threat, seed=attack_seed(seed, attack.name))
-            x_adv, queries = out.x_adv, out.queries
+            # the oracle's own count is the honest one; white-box views report their own
+            queries = view.queries if isinstance(view, ShellOracle) else out.queries
+            x_adv = out.x_adv
         verdict = verify(target.shell, x[idx], x_adv, y[idx], threat, repeats=target.repeats)
         broken = idx[verdict.success]
         for j, point in zip(verdict.success.nonzero().squeeze(1).tolist(), broken.tolist(), strict=True):

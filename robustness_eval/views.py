@@ -97,6 +97,12 @@ class ShellAwareView(BaseModelView):
         """The shell's search point z* = H(x)."""
         return self._shell.search(x)
 
+    def sample_points(self, x: torch.Tensor) -> torch.Tensor:
+        """One query's random neighbours (B, samples, *input), for randomized shells."""
+        if not hasattr(self._shell, "sample_points"):
+            raise TypeError(f"the {self.shell_kind} shell does not sample neighbours")
+        return self._shell.sample_points(x)
+
     def shell_probs(self, x: torch.Tensor) -> torch.Tensor:
         """G(x) (no gradient)."""
         with torch.no_grad():

@@ -1,0 +1,55 @@
+"""Random-noise baseline: how many points fall to noise alone.
+
+Threat: L∞ (uniform sign noise at the corners of the ε-box) or L2 (uniform on the ε-sphere).
+View: the shell through the query-counting oracle. Budget: draws per point (default 100), sent
+in batches of `batch` draws; a point stops at its first misclassified draw.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from attacks.base import Attack, AttackOutput
+from attacks.blackbox import oracle_margin
+from robustness_eval.norms import project, random_in_ball
+from robustness_eval.types import AttackKind, Norm, Threat
+
+
+class RandomNoise(Attack):
+    """Sign (L∞) or sphere (L2) noise at radius ε, as many draws as the budget allows."""
+
+    name = "noise"
+    kind = AttackKind.BASELINE
+    view = "oracle"
+    description = "random sign / sphere noise at ε (baseline)"
+
+    def __init__(self, budget: int = 100, batch: int = 20) -> None:
+        super().__init__(budget)
+        self.batch = batch
+
+    def _run(self, oracle, x, y, threat: Threat, budget: int, generator) -> AttackOutput:
+        n, shape = x.shape[0], tuple(x.shape[1:])
+        best = x.clone()
+        found = torch.zeros(n, dtype=torch.bool)
+        used = 0
+        while used < budget and not bool(found.all()):
+            k = min(self.batch, budget - used)
+            todo = (~found).nonzero().squeeze(1)
+            rows = x[todo].repeat_interleave(k, dim=0)
+            if threat.norm is Norm.LINF:
+                signs = torch.randint(0, 2, rows.shape, generator=generator).to(x) * 2 - 1
+                noise = threat.eps * signs
+            else:
+                noise = random_in_ball(tuple(rows.shape), threat.eps, threat.norm, generator).to(x)
+                noise = noise * threat.eps / noise.flatten(1).norm(dim=1).clamp_min(1e-12).view(
+                    -1, *([1] * len(shape)))
+            candidates = project(rows + noise, rows, threat.eps, threat.norm, threat.bounds)
+            wrong = (oracle_margin(oracle, candidates, y[todo].repeat_interleave(k),
+                                   todo.repeat_interleave(k)) > 0).view(-1, k)
+            hit = wrong.any(dim=1)
+            first = wrong.float().argmax(dim=1)
+            chosen = candidates.view(-1, k, *shape)[torch.arange(len(todo)), first]
+            best[todo[hit]] = chosen[hit]
+            found[todo[hit]] = True
+            used += k
+        return AttackOutput(best, found, oracle.queries.clone())
