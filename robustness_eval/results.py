@@ -49,6 +49,40 @@ def _share(count: int, total: int) -> float:
     return count / total if total else 0.0
 
 
+def _mean_trace(traces: list[list[float]]) -> list[float]:
+    """Element-wise mean of the chunks' loss traces (chunks may stop early)."""
+    length = max((len(t) for t in traces), default=0)
+    out = []
+    for k in range(length):
+        values = [t[k] for t in traces if len(t) > k]
+        out.append(sum(values) / len(values))
+    return out
+
+
+def _summarise(store, phase: str, battery: list, kinds: dict, correct: dict, n: int):
+    """The ladder of one phase, and per target the breaking attack and ‖x' − x‖ of each point."""
+    records, broken_by, norms = [], {t: {} for t in kinds}, {t: {} for t in kinds}
+    for attack in battery:
+        trace = _mean_trace(store.traces(phase, attack.name))
+        for target, (kind, randomized) in kinds.items():
+            if not attack.applies_to(kind, randomized):
+                continue
+            rows = store.rows(phase, target, attack.name)
+            for row in rows:
+                if row["success"]:
+                    broken_by[target][row["point"]] = attack.name
+                    norms[target][row["point"]] = row["norm"]
+            alive = int(correct[target].sum()) - len(broken_by[target])
+            queries = sorted(row["queries"] for row in rows)
+            records.append(AttackRecord(
+                name=attack.name, kind=attack.kind.value, target=target,
+                robust_accuracy_after=_share(alive, n),
+                new_breaks=sum(row["success"] for row in rows), attacked=len(rows),
+                queries_median=float(torch.tensor(queries, dtype=torch.float).median()) if rows else 0.0,
+                seconds=sum(row["seconds"] for row in rows), loss_trace=trace))
+    return records, broken_by, norms
+
+
 @dataclass
 class EvaluationResult:
     """Everything one evaluation found; `to_json()` is the results.json contract."""
@@ -67,27 +101,46 @@ class EvaluationResult:
     adversarial: dict = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_run(cls, config: dict, threat: Threat, shell, records: list[AttackRecord],
-                 points: list[PointRecord], adversarial: dict) -> EvaluationResult:
-        n = len(points)
-        transfer_names = {r.name for r in records if r.kind == AttackKind.TRANSFER.value}
+    def from_store(cls, store, config: dict, threat: Threat, shell, correct: dict,
+                   labels: torch.Tensor, indices: list[int] | None, batteries: dict,
+                   input_shape: tuple[int, ...]) -> EvaluationResult:
+        """Summarise a run from its store: the ladder, the worst case per point, the views."""
+        n = len(labels)
+        kinds = {"base": ("none", False), "shell": (shell.kind, bool(shell.randomized))}
+        records, broken_by, norms = _summarise(store, "main", batteries["main"], kinds, correct, n)
+        points = [PointRecord(int(indices[i]) if indices is not None else i, int(labels[i]),
+                              bool(correct["base"][i]), bool(correct["shell"][i]),
+                              {t: broken_by[t].get(i) for t in kinds},
+                              {t: norms[t].get(i) for t in kinds}) for i in range(n)]
+        transfer_names = {a.name for a in batteries["main"] if a.kind is AttackKind.TRANSFER}
         clean, robust, transfer, asr, tasr = {}, {}, {}, {}, {}
-        for target in ("base", "shell"):
-            correct = [p for p in points if getattr(p, f"{target}_correct")]
-            unbroken = [p for p in correct if p.broken_by[target] is None]
-            survives_transfer = [p for p in correct if p.broken_by[target] not in transfer_names]
-            clean[target] = _share(len(correct), n)
+        for target in kinds:
+            right = [p for p in points if getattr(p, f"{target}_correct")]
+            unbroken = [p for p in right if p.broken_by[target] is None]
+            survives_transfer = [p for p in right if p.broken_by[target] not in transfer_names]
+            clean[target] = _share(len(right), n)
             robust[target] = _share(len(unbroken), n)
             transfer[target] = _share(len(survives_transfer), n)
-            asr[target] = _share(len(correct) - len(unbroken), len(correct))
-            tasr[target] = _share(len(correct) - len(survives_transfer), len(correct))
+            asr[target] = _share(len(right) - len(unbroken), len(right))
+            tasr[target] = _share(len(right) - len(survives_transfer), len(right))
         base_right = [p for p in points if p.base_correct]
         retained = _share(sum(p.shell_correct for p in base_right), len(base_right))
         config = {**config, "threat": {"norm": threat.norm.value, "eps": threat.eps,
                                        "bounds": [threat.bounds.lower, threat.bounds.upper]},
                   "shell_parameters": shell.describe()}
+        extras = {}
+        if "x2" in batteries:
+            _, doubled, _ = _summarise(store, "x2", batteries["x2"], kinds, correct, n)
+            again = {t: _share(int(correct[t].sum()) - len(doubled[t]), n) for t in kinds}
+            extras["convergence"] = {
+                "budget_scale": 2.0, "robust_accuracy": again,
+                "change_pp": {t: round(100 * (again[t] - robust[t]), 2) for t in kinds},
+                "worst_of_both": {t: _share(int(correct[t].sum())
+                                            - len(set(broken_by[t]) | set(doubled[t])), n)
+                                  for t in kinds}}
+        adversarial = {t: store.adversarial("main", t, input_shape) for t in kinds}
         return cls(config, n, clean, robust, transfer, asr, tasr, retained,
-                   [asdict(r) for r in records], [asdict(p) for p in points],
+                   [asdict(r) for r in records], [asdict(p) for p in points], extras=extras,
                    adversarial=adversarial)
 
     def ladder(self, target: str) -> list[dict]:

@@ -5,13 +5,17 @@ shell G[F]. Transfer attacks craft their candidates once on F, on every point st
 either target, and each target then verifies them itself: exactly the paper's protocol, with
 the same candidates for both. Every other attack runs on the target's own unbroken points,
 through the view it declares. Nothing counts until `verify` accepts it on the target.
+
+Work is cut into chunks of fixed composition (the still-unbroken points in index order, `chunk`
+at a time), each seeded from the run seed, the attack and the chunk's position, and committed to
+the `ResultStore` as it finishes. A resumed run rebuilds the same chunks, skips the finished
+ones and so reproduces an uninterrupted run exactly.
 """
 
 from __future__ import annotations
 
 import time
 import zlib
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -19,7 +23,8 @@ from torch import nn
 from attacks.base import Attack
 from attacks.registry import build_battery
 from robustness_eval.progress import progress
-from robustness_eval.results import AttackRecord, EvaluationResult, PointRecord
+from robustness_eval.results import EvaluationResult
+from robustness_eval.store import ResultStore
 from robustness_eval.types import AttackKind, Threat
 from robustness_eval.verify import predict_labels, verify
 from robustness_eval.views import BaseModelView, ShellAwareView, ShellOracle
@@ -28,33 +33,22 @@ from shells.base import IdentityShell, Shell
 KIND_ORDER = [AttackKind.TRANSFER, AttackKind.BASELINE, AttackKind.SHELL_AWARE, AttackKind.BPDA,
               AttackKind.EOT, AttackKind.SCORE_BASED, AttackKind.DECISION_BASED]
 VERIFY_REPEATS_RANDOMIZED = 5
+TARGETS = ("base", "shell")
 
 
-@dataclass
-class _TargetState:
-    """Book-keeping for one target during a run."""
-
-    name: str
-    shell: Shell
-    correct: torch.Tensor
-    alive: torch.Tensor
-    broken_by: list = field(default_factory=list)
-    norms: list = field(default_factory=list)
-    adversarial: dict = field(default_factory=dict)
-
-    @property
-    def repeats(self) -> int:
-        return VERIFY_REPEATS_RANDOMIZED if self.shell.randomized else 1
-
-
-def attack_seed(seed: int, name: str) -> int:
-    """A per-attack seed derived stably from the run seed and the attack's name."""
-    return (seed * 1_000_003 + zlib.crc32(name.encode())) % 2**31
+def attack_seed(seed: int, name: str, chunk: int = 0) -> int:
+    """A seed derived stably from the run seed, the attack's name and the chunk's position."""
+    return (seed * 1_000_003 + zlib.crc32(name.encode()) + 7919 * chunk) % 2**31
 
 
 def order_battery(battery: list[Attack]) -> list[Attack]:
     """Transfer attacks first (so the transfer-only view is exact), then by kind, stably."""
     return sorted(battery, key=lambda attack: KIND_ORDER.index(attack.kind))
+
+
+def repeats_for(shell: Shell) -> int:
+    """Queries per verdict: a majority of 5 for randomized shells, 1 otherwise."""
+    return VERIFY_REPEATS_RANDOMIZED if shell.randomized else 1
 
 
 def _view_for(attack: Attack, model: nn.Module, shell: Shell, threat: Threat, n: int):
@@ -65,9 +59,21 @@ def _view_for(attack: Attack, model: nn.Module, shell: Shell, threat: Threat, n:
     return ShellAwareView(model, shell, threat.bounds)
 
 
+def resolve_battery(attacks: str | list[str] | list[Attack], budgets: dict[str, int] | None = None,
+                    budget_scale: float = 1.0) -> list[Attack]:
+    """Attack instances in run order from a preset, a comma list, names or instances."""
+    if attacks and not isinstance(attacks, str) and isinstance(attacks[0], Attack):
+        if budget_scale != 1.0:
+            return order_battery([type(a)(budget=max(1, round(a.budget * budget_scale))) for a in attacks])
+        return order_battery(list(attacks))
+    return order_battery(build_battery(attacks, budgets, budget_scale))
+
+
 def evaluate(model: nn.Module, shell: Shell, x: torch.Tensor, y: torch.Tensor, threat: Threat,
              attacks: str | list[str] | list[Attack] = "fast", seed: int = 0, quiet: bool = True,
-             config: dict | None = None, indices: list[int] | None = None) -> EvaluationResult:
+             config: dict | None = None, indices: list[int] | None = None,
+             store: ResultStore | None = None, chunk: int = 50, budgets: dict[str, int] | None = None,
+             convergence: bool = False) -> EvaluationResult:
     """Run the battery on base and shell; return per-point worst-case results.
 
     Args:
@@ -80,96 +86,119 @@ def evaluate(model: nn.Module, shell: Shell, x: torch.Tensor, y: torch.Tensor, t
         quiet: no progress bars or ladder lines.
         config: recorded as the result's `config` (the CLI passes everything needed to rerun).
         indices: the points' indices in their data set (default 0..n-1).
+        store: where rows are committed chunk by chunk (default: in memory); pass the store of
+            an interrupted run to resume it.
+        chunk: points per chunk, the unit of commit.
+        budgets: per-attack budget overrides by name.
+        convergence: also run the whole battery with every budget doubled and report the change.
     """
     if not isinstance(threat, Threat):
         raise TypeError(f"`threat` must be a robustness_eval.Threat (got {type(threat).__name__})")
     if x.shape[0] != y.shape[0] or x.shape[0] == 0:
         raise ValueError(f"`x` and `y` need the same, non-zero number of points "
                          f"(got {x.shape[0]} and {y.shape[0]})")
-    battery = order_battery(attacks if attacks and isinstance(attacks[0], Attack)
-                            else build_battery(attacks))
-    n = x.shape[0]
+    store = store or ResultStore(None)
     model.eval()
-    targets = [_TargetState("base", IdentityShell(model, threat.norm, threat.bounds),
-                            torch.zeros(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool)),
-               _TargetState("shell", shell, torch.zeros(n, dtype=torch.bool),
-                            torch.zeros(n, dtype=torch.bool))]
-    for target in targets:
-        votes = sum((predict_labels(target.shell, x) == y).long() for _ in range(target.repeats))
-        target.correct = votes * 2 > target.repeats
-        target.alive = target.correct.clone()
-        target.broken_by = [None] * n
-        target.norms = [None] * n
-
-    records: list[AttackRecord] = []
-    bar = progress(battery, desc="attacks", disable=quiet)
-    for attack in bar:
-        if hasattr(bar, "set_postfix_str"):
-            bar.set_postfix_str(attack.name)
-        records.extend(_run_attack(attack, model, targets, x, y, threat, seed, quiet))
-
-    points = [PointRecord(int(indices[i]) if indices is not None else i, int(y[i]),
-                          bool(targets[0].correct[i]), bool(targets[1].correct[i]),
-                          {t.name: t.broken_by[i] for t in targets},
-                          {t.name: t.norms[i] for t in targets})
-              for i in range(n)]
-    return EvaluationResult.from_run(
-        config=dict(config or {}), threat=threat, shell=shell, records=records, points=points,
-        adversarial={t.name: t.adversarial for t in targets},
-    )
+    shells = {"base": IdentityShell(model, threat.norm, threat.bounds), "shell": shell}
+    correct = {}
+    for name, target in shells.items():
+        stored = store.load_clean(name, len(y))
+        if stored is None:
+            votes = sum((predict_labels(target, x) == y).long() for _ in range(repeats_for(target)))
+            stored = votes * 2 > repeats_for(target)
+            store.save_clean(name, stored)
+        correct[name] = stored
+    phases = [("main", 1.0)] + ([("x2", 2.0)] if convergence else [])
+    batteries = {}
+    for phase, scale in phases:
+        battery = resolve_battery(attacks, budgets, scale)
+        batteries[phase] = battery
+        bar = progress(battery, desc=f"attacks ({phase})", disable=quiet)
+        for position, attack in enumerate(bar):
+            earlier = {a.name for a in battery[:position]}
+            _run_attack(attack, model, shells, correct, x, y, threat, seed, store, phase, earlier,
+                        chunk, quiet)
+            if not quiet:
+                for target in TARGETS:
+                    _print_rung(store, phase, attack, target, correct, battery[: position + 1])
+    return EvaluationResult.from_store(
+        store, config=dict(config or {}), threat=threat, shell=shell, correct=correct,
+        labels=y, indices=indices, batteries=batteries, input_shape=tuple(x.shape[1:]))
 
 
-def _run_attack(attack: Attack, model: nn.Module, targets: list[_TargetState], x: torch.Tensor,
-                y: torch.Tensor, threat: Threat, seed: int, quiet: bool) -> list[AttackRecord]:
-    shared = None
-    if attack.view == "base":  # craft once on F for every point still alive on any target
-        union = torch.zeros_like(targets[0].alive)
-        for target in targets:
-            if attack.applies_to(target.shell.kind, target.shell.randomized):
-                union |= target.alive
-        idx = union.nonzero().squeeze(1)
-        start = time.perf_counter()
-        out = attack(BaseModelView(model, threat.bounds), x[idx], y[idx], threat,
-                     seed=attack_seed(seed, attack.name))
-        shared = (idx, out, time.perf_counter() - start)
+def _alive(store: ResultStore, phase: str, target: str, correct: torch.Tensor, earlier: set[str]):
+    alive = correct.clone()
+    for point, attack in store.broken(phase, target).items():
+        if attack in earlier:
+            alive[point] = False
+    return alive
 
+
+def _run_attack(attack: Attack, model: nn.Module, shells: dict[str, Shell], correct: dict,
+                x: torch.Tensor, y: torch.Tensor, threat: Threat, seed: int, store: ResultStore,
+                phase: str, earlier: set[str], chunk: int, quiet: bool) -> None:
+    applies = [t for t in TARGETS if attack.applies_to(shells[t].kind, shells[t].randomized)]
+    alive = {t: _alive(store, phase, t, correct[t], earlier) for t in applies}
+    if attack.view == "base":  # craft once on F for every point alive on any target
+        union = torch.zeros_like(correct["base"])
+        for t in applies:
+            union |= alive[t]
+        groups = [("union", applies, union.nonzero().squeeze(1))]
+    else:
+        groups = [(t, [t], alive[t].nonzero().squeeze(1)) for t in applies]
+    for label, targets, idx in groups:
+        starts = list(range(0, len(idx), chunk))
+        for number in progress(starts, desc=attack.name, disable=quiet or len(starts) < 2):
+            key = f"{label}/{number // chunk}"
+            if store.chunk_done(phase, attack.name, key):
+                continue
+            part = idx[number : number + chunk]
+            _run_chunk(attack, model, shells, alive, targets, x, y, part, threat,
+                       attack_seed(seed, attack.name, number // chunk), store, phase, key)
+
+
+def _run_chunk(attack: Attack, model: nn.Module, shells: dict[str, Shell], alive: dict,
+               targets: list[str], x: torch.Tensor, y: torch.Tensor, part: torch.Tensor,
+               threat: Threat, seed: int, store: ResultStore, phase: str, key: str) -> None:
+    start = time.perf_counter()
     records = []
+    if attack.view == "base":
+        out = attack(BaseModelView(model, threat.bounds), x[part], y[part], threat, seed=seed)
+        crafted = {t: (out.x_adv, out.queries) for t in targets}
+        trace = out.trace.get("loss", [])
+    else:
+        (target,) = targets
+        view = _view_for(attack, model, shells[target], threat, len(part))
+        out = attack(view, x[part], y[part], threat, seed=seed)
+        # the oracle's own count is the honest one; white-box views report their own
+        queries = view.queries if isinstance(view, ShellOracle) else out.queries
+        crafted = {target: (out.x_adv, queries)}
+        trace = out.trace.get("loss", [])
     for target in targets:
-        if not attack.applies_to(target.shell.kind, target.shell.randomized):
+        x_adv, queries = crafted[target]
+        mine = alive[target][part]  # transfer chunks cover the union: keep this target's points
+        if not bool(mine.any()):
             continue
-        start = time.perf_counter()
-        if shared is not None:
-            union_idx, out, craft_seconds = shared
-            position = torch.full((x.shape[0],), -1, dtype=torch.long)
-            position[union_idx] = torch.arange(len(union_idx))
-            idx = target.alive.nonzero().squeeze(1)
-            x_adv, queries = out.x_adv[position[idx]], out.queries[position[idx]]
-        else:
-            craft_seconds = 0.0
-            idx = target.alive.nonzero().squeeze(1)
-            view = _view_for(attack, model, target.shell, threat, len(idx))
-            out = attack(view, x[idx], y[idx], threat, seed=attack_seed(seed, attack.name))
-            # the oracle's own count is the honest one; white-box views report their own
-            queries = view.queries if isinstance(view, ShellOracle) else out.queries
-            x_adv = out.x_adv
-        verdict = verify(target.shell, x[idx], x_adv, y[idx], threat, repeats=target.repeats)
-        broken = idx[verdict.success]
-        for j, point in zip(verdict.success.nonzero().squeeze(1).tolist(), broken.tolist(), strict=True):
-            target.broken_by[point] = attack.name
-            target.norms[point] = float(verdict.norm[j])
-            target.adversarial[point] = x_adv[j].detach().clone()
-        target.alive[broken] = False
-        n = x.shape[0]
-        record = AttackRecord(
-            name=attack.name, kind=attack.kind.value, target=target.name,
-            robust_accuracy_after=float(target.alive.sum()) / n,
-            new_breaks=len(broken), attacked=len(idx),
-            queries_median=float(queries.float().median()) if len(idx) else 0.0,
-            seconds=craft_seconds + time.perf_counter() - start,
-            loss_trace=list(out.trace.get("loss", [])) if shared is None or target.name == "base" else [],
-        )
-        records.append(record)
-        if not quiet:
-            print(f"  {target.name:5s} {attack.name:12s} robust accuracy {record.robust_accuracy_after:6.1%}"
-                  f"  (+{record.new_breaks} breaks, {record.seconds:.1f}s)", flush=True)
-    return records
+        points, x_adv, queries = part[mine], x_adv[mine], queries[mine]
+        verdict = verify(shells[target], x[points], x_adv, y[points], threat,
+                         repeats=repeats_for(shells[target]))
+        seconds = (time.perf_counter() - start) / len(points)
+        for j, point in enumerate(points.tolist()):
+            success = bool(verdict.success[j])
+            records.append((target, point, success, bool(verdict.in_ball[j]), bool(verdict.in_bounds[j]),
+                            bool(verdict.misclassified[j]), float(verdict.norm[j]), int(queries[j]),
+                            seconds, x_adv[j] if success else None))
+    store.commit_chunk(phase, attack.name, key, records, targets, list(trace),
+                       time.perf_counter() - start)
+
+
+def _print_rung(store: ResultStore, phase: str, attack: Attack, target: str, correct: dict,
+                done: list[Attack]) -> None:
+    rows = store.rows(phase, target, attack.name)
+    if not rows:
+        return
+    alive = _alive(store, phase, target, correct[target], {a.name for a in done})
+    from tqdm.auto import tqdm
+
+    tqdm.write(f"  {phase:4s} {target:5s} {attack.name:14s} robust accuracy "
+               f"{float(alive.float().mean()):6.1%}  (+{sum(r['success'] for r in rows)} breaks)")

@@ -1,0 +1,163 @@
+"""The result store: one SQLite database per run directory (`results.sqlite`).
+
+Tables:
+- `meta`: the run's config and environment as JSON (written once; a resume compares it).
+- `clean`: per target and point, whether the target classifies the clean point correctly.
+- `rows`: one row per phase × target × attack × point attacked: success (verified), the three
+  verification verdicts, ‖x' − x‖, queries, seconds, and the candidate itself as a compact
+  float16/float32 blob where it broke.
+- `chunks`: one row per finished chunk (the unit of commit): its loss trace and seconds.
+
+A chunk's rows and its `chunks` row are committed in one transaction, so a crash never leaves
+half a chunk; a resumed run skips every finished chunk and recomputes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS clean (target TEXT, point INTEGER, correct INTEGER,
+    PRIMARY KEY (target, point));
+CREATE TABLE IF NOT EXISTS rows (
+    phase TEXT, target TEXT, attack TEXT, point INTEGER,
+    success INTEGER, in_ball INTEGER, in_bounds INTEGER, misclassified INTEGER,
+    norm REAL, queries INTEGER, seconds REAL, adversarial BLOB,
+    PRIMARY KEY (phase, target, attack, point));
+CREATE TABLE IF NOT EXISTS chunks (
+    phase TEXT, attack TEXT, chunk TEXT, targets TEXT, trace TEXT, seconds REAL,
+    PRIMARY KEY (phase, attack, chunk));
+"""
+
+DB_NAME = "results.sqlite"
+
+
+class ConfigMismatchError(ValueError):
+    """Raised when resuming a run with a config that differs from the stored one."""
+
+
+def _blob(tensor: torch.Tensor) -> bytes:
+    return tensor.detach().cpu().numpy().astype(np.float32).tobytes()
+
+
+def _unblob(blob: bytes, shape: tuple[int, ...]) -> torch.Tensor:
+    return torch.from_numpy(np.frombuffer(blob, dtype=np.float32).copy()).reshape(shape)
+
+
+class ResultStore:
+    """Append-only, chunk-atomic storage of one run's per-point results."""
+
+    def __init__(self, directory: str | Path | None) -> None:
+        """Open (or create) the store in `directory`; None keeps it in memory."""
+        self.directory = Path(directory) if directory is not None else None
+        if self.directory is not None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        self.path = self.directory / DB_NAME if self.directory is not None else ":memory:"
+        self.db = sqlite3.connect(self.path)
+        self.db.executescript(SCHEMA)
+        self.db.commit()
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- config -------------------------------------------------------------------------------
+    def config(self) -> dict | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()
+        return json.loads(row[0]) if row else None
+
+    def bind_config(self, config: dict, volatile: tuple[str, ...] = ()) -> None:
+        """Store `config`, or check it equals the stored one (keys in `volatile` may differ)."""
+        stored = self.config()
+        if stored is None:
+            with self.db:
+                self.db.execute("INSERT INTO meta VALUES ('config', ?)", (json.dumps(config),))
+            return
+        differ = sorted(key for key in set(stored) | set(config)
+                        if key not in volatile and stored.get(key) != config.get(key))
+        if differ:
+            detail = "; ".join(f"{k}: stored {stored.get(k)!r}, now {config.get(k)!r}" for k in differ)
+            raise ConfigMismatchError(
+                f"cannot resume {self.directory}: the config differs in {', '.join(differ)} ({detail}); "
+                "rerun with the stored settings or choose a new --out directory")
+
+    def set_meta(self, key: str, value) -> None:
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    def meta(self, key: str, default=None):
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    # --- clean predictions -------------------------------------------------------------------
+    def save_clean(self, target: str, correct: torch.Tensor) -> None:
+        with self.db:
+            self.db.executemany("INSERT OR REPLACE INTO clean VALUES (?, ?, ?)",
+                                [(target, i, int(c)) for i, c in enumerate(correct.tolist())])
+
+    def load_clean(self, target: str, n: int) -> torch.Tensor | None:
+        rows = self.db.execute("SELECT point, correct FROM clean WHERE target = ?", (target,)).fetchall()
+        if len(rows) != n:
+            return None
+        correct = torch.zeros(n, dtype=torch.bool)
+        for point, value in rows:
+            correct[point] = bool(value)
+        return correct
+
+    # --- attack rows -------------------------------------------------------------------------
+    def chunk_done(self, phase: str, attack: str, chunk: str) -> bool:
+        return self.db.execute("SELECT 1 FROM chunks WHERE phase = ? AND attack = ? AND chunk = ?",
+                               (phase, attack, chunk)).fetchone() is not None
+
+    def commit_chunk(self, phase: str, attack: str, chunk: str, records: list[tuple],
+                     targets: list[str], trace: list[float], seconds: float) -> None:
+        """Write a finished chunk's rows and its marker in one transaction."""
+        with self.db:
+            self.db.executemany(
+                "INSERT INTO rows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(phase, target, attack, point, int(success), int(ball), int(bounds), int(wrong),
+                  norm, queries, secs, _blob(adv) if adv is not None else None)
+                 for target, point, success, ball, bounds, wrong, norm, queries, secs, adv in records])
+            self.db.execute("INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?)",
+                            (phase, attack, chunk, json.dumps(targets), json.dumps(trace), seconds))
+
+    def broken(self, phase: str, target: str) -> dict[int, str]:
+        """Points broken so far in a phase, with the first attack (in commit order) that broke them."""
+        rows = self.db.execute(
+            "SELECT point, attack FROM rows WHERE phase = ? AND target = ? AND success = 1 ORDER BY rowid",
+            (phase, target)).fetchall()
+        first: dict[int, str] = {}
+        for point, attack in rows:
+            first.setdefault(point, attack)
+        return first
+
+    def rows(self, phase: str, target: str, attack: str) -> list[dict]:
+        cursor = self.db.execute(
+            "SELECT point, success, in_ball, in_bounds, misclassified, norm, queries, seconds "
+            "FROM rows WHERE phase = ? AND target = ? AND attack = ? ORDER BY point",
+            (phase, target, attack))
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def traces(self, phase: str, attack: str) -> list[list[float]]:
+        rows = self.db.execute("SELECT trace FROM chunks WHERE phase = ? AND attack = ? ORDER BY chunk",
+                               (phase, attack)).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def adversarial(self, phase: str, target: str, shape: tuple[int, ...]) -> dict[int, torch.Tensor]:
+        rows = self.db.execute(
+            "SELECT point, adversarial FROM rows WHERE phase = ? AND target = ? AND success = 1 "
+            "ORDER BY rowid", (phase, target)).fetchall()
+        found: dict[int, torch.Tensor] = {}
+        for point, blob in rows:
+            if point not in found and blob is not None:
+                found[point] = _unblob(blob, shape)
+        return found
+
+    def count_rows(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM rows").fetchone()[0]
