@@ -3,18 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import platform
 import shlex
 import sys
 import time
 from pathlib import Path
-
-import torch
-
-from robustness_eval.types import Norm, check_nonnegative, check_positive_int
-
-DEFAULTS = {"dataset": "digits", "model": "adversarial", "shell": "mcn", "norm": "linf",
-            "eps": 0.1, "delta": 0.1, "p": 0.9, "attacks": "fast", "n_points": 200, "seed": 0}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,90 +16,86 @@ def _parser() -> argparse.ArgumentParser:
                     "honestly: transfer, shell-aware and adaptive attacks, every break re-verified.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="evaluate a model and its shell; write results.json and report.md",
+    run = sub.add_parser("run", help="evaluate a model and its shell; write results and a report",
                          description="Evaluate base model and shell on the same points with the "
-                                     "attack battery. Every flag is optional.")
-    run.add_argument("--dataset", default=DEFAULTS["dataset"],
-                     help="digits (default), mnist or synthetic")
-    run.add_argument("--data-dir", default=None,
-                     help="directory with MNIST-layout IDX files (default: ../shared/data/mnist)")
-    run.add_argument("--model", default=DEFAULTS["model"],
-                     help="zoo model: adversarial (PGD-trained, default) or standard")
-    run.add_argument("--shell", default=DEFAULTS["shell"], help="mcn (default), ncn, vote or none")
-    run.add_argument("--norm", default=DEFAULTS["norm"], help="linf (default) or l2")
-    run.add_argument("--eps", type=float, default=DEFAULTS["eps"], help="attack radius ε (default 0.1)")
-    run.add_argument("--delta", type=float, default=DEFAULTS["delta"],
-                     help="shell radius δ (MCN, vote) or NCN's radius limit (default 0.1)")
-    run.add_argument("--p", type=float, default=DEFAULTS["p"], help="NCN confidence threshold (default 0.9)")
-    run.add_argument("--attacks", default=DEFAULTS["attacks"],
-                     help="preset (fast, full) or comma list of names; see `robustness-eval attacks`")
-    run.add_argument("--n-points", type=int, default=DEFAULTS["n_points"],
-                     help="test points to evaluate, the first N of the test split (default 200)")
-    run.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="seed for everything (default 0)")
-    run.add_argument("--out", default=None, help="output directory (default reports/<name>)")
-    run.add_argument("--no-crosscheck", action="store_true",
+                                     "attack battery; every break is re-verified. Every flag is "
+                                     "optional; precedence: defaults < --config FILE < flags.")
+    run.add_argument("--config", default=None, help="TOML file with any of the keys below")
+    run.add_argument("--dataset", help="digits (default), mnist or synthetic")
+    run.add_argument("--data-dir", help="directory with MNIST-layout IDX files (default: ../shared/data/mnist)")
+    run.add_argument("--model", help="zoo model: adversarial (PGD-trained, default) or standard")
+    run.add_argument("--shell", help="mcn (default), ncn, vote or none")
+    run.add_argument("--norm", help="linf (default) or l2")
+    run.add_argument("--eps", help="attack radius ε, or a comma list for an ε sweep (default 0.1)")
+    run.add_argument("--delta", help="shell radius δ (NCN: its radius limit), or a comma list for a "
+                                     "δ sweep (default 0.1)")
+    run.add_argument("--p", type=float, help="NCN confidence threshold (default 0.9)")
+    run.add_argument("--attacks", help="preset (fast, full) or comma list; see `robustness-eval attacks`")
+    run.add_argument("--budget", action="append", metavar="NAME=N",
+                     help="override one attack's budget, e.g. --budget square=2000 (repeatable)")
+    run.add_argument("--n-points", type=int, help="evaluate the first N test points (default 200)")
+    run.add_argument("--seed", type=int, help="seed for everything (default 0)")
+    run.add_argument("--no-convergence", dest="convergence", action="store_false", default=None,
+                     help="skip the rerun with every budget doubled")
+    run.add_argument("--no-crosscheck", dest="crosscheck", action="store_false", default=None,
                      help="skip the standalone Foolbox-vs-ours PGD comparison on the base model")
+    run.add_argument("--out", default=None, help="output directory (default reports/<name>)")
+    run.add_argument("--resume", metavar="DIR", default=None,
+                     help="continue an interrupted run in DIR; finished work is never redone")
     run.add_argument("--quiet", action="store_true", help="no progress output")
+
+    report = sub.add_parser("report", help="(re)write report.md, report.html and plots for a run directory")
+    report.add_argument("directory", help="a directory written by `robustness-eval run`")
 
     sub.add_parser("attacks", help="list attacks, their kinds and default budgets, and the presets")
 
     train = sub.add_parser("train", help="train (or load from cache) a zoo model and print its accuracy")
-    train.add_argument("--dataset", default=DEFAULTS["dataset"], help="digits, mnist or synthetic")
+    train.add_argument("--dataset", default="digits", help="digits, mnist or synthetic")
     train.add_argument("--data-dir", default=None, help="directory with MNIST-layout IDX files")
-    train.add_argument("--model", default=DEFAULTS["model"], help="adversarial or standard")
+    train.add_argument("--model", default="adversarial", help="adversarial or standard")
     train.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     train.add_argument("--retrain", action="store_true", help="ignore the cache")
     return parser
 
 
-def _versions() -> dict:
-    import foolbox
-    import numpy
-
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "numpy": numpy.__version__, "foolbox": foolbox.__version__}
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    from attacks.registry import build_battery
-    from robustness_eval.crosscheck import pgd_crosscheck
-    from robustness_eval.data import load_dataset
-    from robustness_eval.runner import evaluate
-    from robustness_eval.types import Threat
-    from robustness_eval.zoo import load_model, model_hash
-    from shells.factory import build_shell
+    from robustness_eval.config import KEYS, load_toml, resolve
+    from robustness_eval.job import run_job, run_name
+    from robustness_eval.report import write_report
+    from robustness_eval.store import DB_NAME, ResultStore
 
-    norm = Norm.parse(args.norm, "--norm")
-    check_nonnegative(args.eps, "--eps")
-    check_nonnegative(args.delta, "--delta")
-    check_positive_int(args.n_points, "--n-points")
-    battery = build_battery(args.attacks)
-    data = load_dataset(args.dataset, args.data_dir, seed=args.seed)
-    model = load_model(data, args.model, seed=args.seed, quiet=args.quiet)
-    threat = Threat(norm, args.eps, data.bounds)
-    shell = build_shell(args.shell, model, norm, data.bounds, args.delta, args.p, seed=args.seed)
-    n = min(args.n_points, len(data.y_test))
-    x, y = data.x_test[:n], data.y_test[:n]
-    name = (f"{args.dataset}-{args.model}-{args.shell}-{norm.value}-eps{args.eps:g}"
-            f"-delta{args.delta:g}-seed{args.seed}")
-    out = Path(args.out) if args.out else Path("reports") / name
-    config = {"dataset": args.dataset, "data_dir": args.data_dir, "model": args.model,
-              "shell": args.shell, "norm": norm.value, "eps": args.eps, "delta": args.delta,
-              "p": args.p, "attacks": args.attacks, "n_points": n, "seed": args.seed,
-              "split": data.split, "model_hash": model_hash(model), "versions": _versions(),
-              "command": "robustness-eval " + shlex.join(sys.argv[1:])}
+    explicit = {k: getattr(args, k) for k in KEYS if getattr(args, k, None) is not None}
+    if args.resume:
+        directory = Path(args.resume)
+        if not (directory / DB_NAME).exists():
+            raise FileNotFoundError(f"--resume {directory}: no {DB_NAME} there; start a run with --out")
+        store = ResultStore(directory)
+        stored = store.config()
+        store.close()
+        config = resolve(explicit, stored=stored)
+        out = directory
+    else:
+        config = resolve(explicit, load_toml(args.config) if args.config else None)
+        out = Path(args.out) if args.out else Path("reports") / run_name(config)
+    from attacks.registry import build_battery
+
+    build_battery(config["attacks"])  # unknown names fail before any work
+    command = "robustness-eval " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["run"] else "(API)"
     if not args.quiet:
-        print(f"{name}: {n} points, battery {[a.name for a in battery]}", flush=True)
-    start = time.perf_counter()
-    result = evaluate(model, shell, x, y, threat, battery, seed=args.seed, quiet=args.quiet,
-                      config=config)
-    if not args.no_crosscheck:
-        result.extras["crosscheck"] = pgd_crosscheck(model, x, y, threat, seed=args.seed)
-    result.extras["seconds"] = time.perf_counter() - start
-    report = result.to_report(out)
+        print(f"{run_name(config)} -> {out}", flush=True)
+    result = run_job(config, out, command, quiet=args.quiet)
+    report = write_report(out)
     if not args.quiet:
         _summary(result.to_json())
-        print(f"wrote {out / 'results.json'} and {report}")
+        print(f"wrote {out / 'results.json'}, {report} and {report.with_suffix('.html')}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from robustness_eval.report import write_report
+
+    path = write_report(Path(args.directory))
+    print(f"wrote {path} and {path.with_suffix('.html')}")
     return 0
 
 
@@ -149,13 +137,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     args = _parser().parse_args(argv)
-    commands = {"run": cmd_run, "attacks": cmd_attacks, "train": cmd_train}
+    commands = {"run": cmd_run, "report": cmd_report, "attacks": cmd_attacks, "train": cmd_train}
     try:
         return commands[args.command](args)
-    except (ValueError, FileNotFoundError, TypeError) as error:
+    except (ValueError, FileNotFoundError) as error:
         print(f"robustness-eval: error: {error}", file=sys.stderr)
         return 2
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # python -m robustness_eval.cli
     sys.exit(main())

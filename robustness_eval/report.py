@@ -1,11 +1,18 @@
-"""The Markdown report: the paper's transfer-only view beside the worst case, and the ladder.
+"""Reports people read: report.md, a self-contained report.html, and PNG plots.
 
-Every number is read from the results.json contract, so the report and the JSON cannot disagree.
+Every number comes from results.json (and the per-point store beside it), and the Markdown and
+HTML are rendered from the same sections, so the report, the page and the JSON cannot disagree.
 """
 
 from __future__ import annotations
 
+import base64
+import html
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from robustness_eval.plots import write_plots
 
 
 def pct(value: float | None) -> str:
@@ -13,13 +20,30 @@ def pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f} %"
 
 
+def interval(bounds: list[float] | None) -> str:
+    return "" if not bounds else f"[{100 * bounds[0]:.1f}, {100 * bounds[1]:.1f}]"
+
+
+@dataclass
+class Section:
+    """A titled block: paragraphs, an optional table and optional images (paths)."""
+
+    title: str
+    paragraphs: list[str] = field(default_factory=list)
+    header: list[str] = field(default_factory=list)
+    rows: list[list[str]] = field(default_factory=list)
+    images: list[tuple[str, Path]] = field(default_factory=list)
+    code: str | None = None
+    notes: list[str] = field(default_factory=list)  # paragraphs shown after the table
+
+
 def headline(results: dict) -> str:
     """One sentence that compares the paper's protocol with the adaptive truth."""
     tasr = results["transfer_attack_success_rate"]
     robust, transfer = results["robust_accuracy"], results["transfer_robust_accuracy"]
     gap = transfer["shell"] - robust["shell"]
-    verdict = (f"the adaptive battery lowers the shell's robust accuracy by a further "
-               f"{100 * gap:.1f} pp below the transfer-only figure" if gap > 0 else
+    verdict = (f"the adaptive battery lowers the shell's robust accuracy {100 * gap:.1f} pp below "
+               "the transfer-only figure" if gap > 0 else
                "the adaptive attacks find no break that transfer missed")
     gain = robust["shell"] - robust["base"]
     return (f"Transfer from F (the paper's protocol) succeeds on {pct(tasr['base'])} of the points F "
@@ -28,64 +52,146 @@ def headline(results: dict) -> str:
             f"robust accuracy ({'+' if gain >= 0 else ''}{100 * gain:.1f} pp for the shell).")
 
 
-def markdown(results: dict) -> str:
-    """The report as Markdown text."""
+def sections(results: dict, plots: dict[str, Path]) -> list[Section]:
+    """The report's content, independent of the output format."""
     cfg = results["config"]
-    threat = cfg["threat"]
-    shell = cfg["shell_parameters"]
-    lines = [
-        f"# Robustness report: {cfg.get('dataset', 'data')} / {cfg.get('model', 'model')} / "
-        f"shell {shell['kind']}",
-        "",
-        f"Threat: {threat['norm']} ε = {threat['eps']:g}, bounds {threat['bounds']}; "
-        f"shell {shell['kind']} (radius {shell['radius']:g}"
-        + (f", p = {shell['threshold']:g}" if shell.get("threshold") is not None else "")
-        + f"); {results['n_points']} points; seed {cfg.get('seed', 0)}.",
-        "",
-        headline(results),
-        "",
-        "## The paper's view beside the truth",
-        "",
-        "| | base F | shell G |",
-        "|---|---|---|",
-    ]
-    rows = [
-        ("clean accuracy", "clean_accuracy"),
-        ("attack success, transfer only (paper's Table 1)", "transfer_attack_success_rate"),
-        ("robust accuracy, transfer only", "transfer_robust_accuracy"),
-        ("attack success, worst case over the battery", "attack_success_rate"),
-        ("robust accuracy, worst case over the battery", "robust_accuracy"),
-    ]
-    for label, key in rows:
-        lines.append(f"| {label} | {pct(results[key]['base'])} | {pct(results[key]['shell'])} |")
-    lines += ["", f"Retained accuracy (points F gets right that the shell also gets right): "
-              f"{pct(results['retained_accuracy'])}.", "", "## The ladder", "",
-              "Each attack runs only on the points still unbroken on its target; robust accuracy "
-              "is the worst case so far.", "",
-              "| target | attack | kind | attacked | new breaks | robust accuracy after | "
-              "queries (median) | seconds |",
-              "|---|---|---|---|---|---|---|---|"]
+    threat, shell = cfg["threat"], cfg["shell_parameters"]
+    stats = results.get("extras", {}).get("statistics", {})
+    ci = stats.get("intervals", {})
+    intro = Section(
+        f"Robustness report: {cfg.get('dataset', 'data')} / {cfg.get('model', 'model')} / shell {shell['kind']}",
+        [f"Threat: {threat['norm']} ε = {threat['eps']:g}, bounds {threat['bounds']}; shell "
+         f"{shell['kind']} (radius {shell['radius']:g}"
+         + (f", p = {shell['threshold']:g}" if shell.get("threshold") is not None else "")
+         + f"); {results['n_points']} points; seed {cfg.get('seed', 0)}. "
+         f"Data split: {cfg.get('split', {})}.", headline(results)])
+    table = Section("The paper's view beside the truth", header=["", "base F", "shell G"])
+    for label, key in [("clean accuracy", "clean_accuracy"),
+                       ("attack success, transfer only (paper's Table 1)", "transfer_attack_success_rate"),
+                       ("robust accuracy, transfer only", "transfer_robust_accuracy"),
+                       ("attack success, worst case over the battery", "attack_success_rate"),
+                       ("robust accuracy, worst case over the battery", "robust_accuracy")]:
+        table.rows.append([label, pct(results[key]["base"]), pct(results[key]["shell"])])
+    for key in ("clean_accuracy", "robust_accuracy"):
+        if ci:
+            table.rows.append([f"95 % Clopper–Pearson interval, {key.replace('_', ' ')}",
+                               interval(ci["base"][key]), interval(ci["shell"][key])])
+    table.notes.append(f"Retained accuracy (points F gets right that the shell also gets right): "
+                            f"{pct(results['retained_accuracy'])}.")
+    if "mcnemar" in stats:
+        m = stats["mcnemar"]
+        table.notes.append(
+            f"Shell vs base, worst case, paired on the same points (exact McNemar): robust only on "
+            f"the base {m['robust_only_base']}, only on the shell {m['robust_only_shell']}, p = "
+            f"{m['p_value']:.3g}: the difference is "
+            + ("distinguishable from noise at the 5 % level." if m["significant_at_0.05"]
+               else "not distinguishable from noise at the 5 % level."))
+    ladder = Section("The ladder", ["Each attack runs only on the points still unbroken on its "
+                                    "target; robust accuracy is the worst case so far."],
+                     ["target", "attack", "kind", "attacked", "new breaks", "robust accuracy after",
+                      "queries (median)", "seconds"])
     for a in results["attacks"]:
-        lines.append(f"| {a['target']} | {a['name']} | {a['kind']} | {a['attacked']} | "
-                     f"{a['new_breaks']} | {pct(a['robust_accuracy_after'])} | "
-                     f"{a['queries_median']:g} | {a['seconds']:.1f} |")
-    check = results.get("extras", {}).get("crosscheck")
-    if check:
-        lines += ["", "## Second opinion on the base model", "",
-                  f"Standalone on the same {check['points']} points, {check['steps']} steps × "
-                  f"{check['restarts']} restarts: our PGD leaves {pct(check['ours'])} robust, "
-                  f"Foolbox's PGD {pct(check['foolbox'])} "
-                  f"(difference {100 * abs(check['ours'] - check['foolbox']):.1f} pp)."]
-    lines += ["", "## Reproduce", "", f"```\n{cfg.get('command', '(Python API)')}\n```", "",
-              f"Model hash {cfg.get('model_hash', 'n/a')}; versions {cfg.get('versions', {})}; "
-              f"data split {cfg.get('split', {})}.", ""]
+        ladder.rows.append([a["target"], a["name"], a["kind"], str(a["attacked"]), str(a["new_breaks"]),
+                            pct(a["robust_accuracy_after"]), f"{a['queries_median']:g}", f"{a['seconds']:.1f}"])
+    out = [intro, table, ladder]
+    extras = results.get("extras", {})
+    if "convergence" in extras:
+        c = extras["convergence"]
+        out.append(Section("Convergence: every budget doubled", [
+            f"Rerun of the whole battery with every budget × {c['budget_scale']:g}: robust accuracy "
+            f"base {pct(c['robust_accuracy']['base'])} ({c['change_pp']['base']:+.1f} pp), shell "
+            f"{pct(c['robust_accuracy']['shell'])} ({c['change_pp']['shell']:+.1f} pp); worst case of "
+            f"both runs: base {pct(c['worst_of_both']['base'])}, shell {pct(c['worst_of_both']['shell'])}."]))
+    if "crosscheck" in extras:
+        k = extras["crosscheck"]
+        out.append(Section("Second opinion on the base model", [
+            f"Standalone on the same {k['points']} points, {k['steps']} steps × {k['restarts']} "
+            f"restarts: our PGD leaves {pct(k['ours'])} robust, Foolbox's PGD {pct(k['foolbox'])} "
+            f"(difference {100 * abs(k['ours'] - k['foolbox']):.1f} pp)."]))
+    if "sweep" in extras:
+        sweep = Section("Sweep", header=["ε", "δ", "base robust", "shell robust (transfer only)",
+                                         "shell robust (worst case)"])
+        for row in extras["sweep"]:
+            sweep.rows.append([f"{row['eps']:g}", f"{row['delta']:g}", pct(row["robust_accuracy"]["base"]),
+                               pct(row["transfer_robust_accuracy"]["shell"]), pct(row["robust_accuracy"]["shell"])])
+        out.append(sweep)
+    sanity = extras.get("sanity")
+    sanity_section = Section("Sanity checks")
+    if sanity:
+        sanity_section.header = ["check", "verdict", "figures", "meaning"]
+        for v in sanity:
+            sanity_section.rows.append([v["name"], v["status"], v["figures"], v["meaning"]])
+    else:
+        sanity_section.paragraphs.append("No sanity checks were run for this report.")
+    out.append(sanity_section)
+    if plots:
+        out.append(Section("Plots", images=[(name, path) for name, path in plots.items()]))
+    out.append(Section("Reproduce", [f"Model hash {cfg.get('model_hash', 'n/a')}; seed {cfg.get('seed', 0)}; "
+                                     f"versions {cfg.get('versions', {})}."], code=cfg.get("command", "(Python API)")))
+    return out
+
+
+def to_markdown(parts: list[Section], directory: Path) -> str:
+    lines = []
+    for number, s in enumerate(parts):
+        lines += [("# " if number == 0 else "## ") + s.title, ""]
+        for paragraph in s.paragraphs:
+            lines += [paragraph, ""]
+        if s.header:
+            lines.append("| " + " | ".join(s.header) + " |")
+            lines.append("|" + "---|" * len(s.header))
+            lines += ["| " + " | ".join(row) + " |" for row in s.rows]
+            lines.append("")
+        for paragraph in s.notes:
+            lines += [paragraph, ""]
+        for name, path in s.images:
+            lines += [f"![{name}]({path.relative_to(directory).as_posix()})", ""]
+        if s.code:
+            lines += ["```", s.code, "```", ""]
     return "\n".join(lines)
 
 
-def write_report(results: dict, directory: str | Path) -> Path:
-    """Write report.md into `directory` (atomically) and return its path."""
-    path = Path(directory) / "report.md"
-    partial = path.with_suffix(".md.tmp")
-    partial.write_text(markdown(results))
+def to_html(parts: list[Section]) -> str:
+    body = []
+    for number, s in enumerate(parts):
+        tag = "h1" if number == 0 else "h2"
+        body.append(f"<{tag}>{html.escape(s.title)}</{tag}>")
+        body += [f"<p>{html.escape(p)}</p>" for p in s.paragraphs]
+        if s.header:
+            head = "".join(f"<th>{html.escape(h)}</th>" for h in s.header)
+            rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                           for row in s.rows)
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+        body += [f"<p>{html.escape(p)}</p>" for p in s.notes]
+        for name, path in s.images:
+            data = base64.b64encode(path.read_bytes()).decode()
+            body.append(f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
+                        f"<figcaption>{html.escape(name)}</figcaption></figure>")
+        if s.code:
+            body.append(f"<pre>{html.escape(s.code)}</pre>")
+    style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.4}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:.25em .6em}"
+             "th{background:#eee}img{max-width:100%}figure{margin:1em 0}")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(parts[0].title)}"
+            f"</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+
+
+def _write(path: Path, text: str) -> None:
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_text(text)
     partial.replace(path)
-    return path
+
+
+def write_report(directory: str | Path, results: dict | None = None) -> Path:
+    """Write report.md, report.html and plots/ for a run directory; returns report.md's path."""
+    directory = Path(directory)
+    if results is None:
+        path = directory / "results.json"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist; run `robustness-eval run --out {directory}` first")
+        results = json.loads(path.read_text())
+    plots = write_plots(results, directory)
+    parts = sections(results, plots)
+    _write(directory / "report.md", to_markdown(parts, directory))
+    _write(directory / "report.html", to_html(parts))
+    return directory / "report.md"

@@ -128,7 +128,9 @@ class EvaluationResult:
         config = {**config, "threat": {"norm": threat.norm.value, "eps": threat.eps,
                                        "bounds": [threat.bounds.lower, threat.bounds.upper]},
                   "shell_parameters": shell.describe()}
-        extras = {}
+        from robustness_eval.stats import statistics
+
+        extras = {"statistics": statistics([asdict(p) for p in points], n)}
         if "x2" in batteries:
             _, doubled, _ = _summarise(store, "x2", batteries["x2"], kinds, correct, n)
             again = {t: _share(int(correct[t].sum()) - len(doubled[t]), n) for t in kinds}
@@ -161,11 +163,11 @@ class EvaluationResult:
         return path
 
     def to_report(self, directory: str | Path) -> Path:
-        """Write results.json and report.md into `directory`; returns the report's path."""
+        """Write results.json, report.md, report.html and plots into `directory`."""
         from robustness_eval.report import write_report
 
         self.save(directory)
-        return write_report(self.to_json(), directory)
+        return write_report(directory, self.to_json())
 
     def adversarial_tensor(self, target: str) -> dict[int, torch.Tensor]:
         return self.adversarial.get(target, {})

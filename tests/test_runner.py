@@ -95,7 +95,7 @@ def test_cli_end_to_end_on_a_tiny_configuration(tmp_path):
                 "attacks", "points"):
         assert key in results
     assert results["n_points"] == 12 and len(results["points"]) == 12
-    assert results["config"]["shell"] == "mcn" and results["config"]["eps"] == 0.1
+    assert results["config"]["shell"] == "mcn" and results["config"]["threat"]["eps"] == 0.1
     rung = results["attacks"][0]
     assert set(rung) >= {"name", "kind", "target", "robust_accuracy_after", "new_breaks",
                          "queries_median", "seconds"}
