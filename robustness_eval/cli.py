@@ -47,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="(re)write report.md, report.html and plots for a run directory")
     report.add_argument("directory", help="a directory written by `robustness-eval run`")
 
+    check = sub.add_parser("check-shell", help="property-test a shell: every invariant that applies to it",
+                           description="Run the Hypothesis invariants on factory(model) -> shell and print "
+                                       "a table; exits 1 if any invariant fails.")
+    check.add_argument("factory", help="module:factory, e.g. robustness_eval.testing.factories:mcn_linf")
+    check.add_argument("--profile", default="quick", help="quick (15 examples, default) or thorough (200)")
+
     sub.add_parser("attacks", help="list attacks, their kinds and default budgets, and the presets")
 
     train = sub.add_parser("train", help="train (or load from cache) a zoo model and print its accuracy")
@@ -110,6 +116,14 @@ def _summary(results: dict) -> None:
     print(headline(results))
 
 
+def cmd_check_shell(args: argparse.Namespace) -> int:
+    from robustness_eval.testing.kit import check_shell, format_table, load_factory
+
+    verdicts = check_shell(load_factory(args.factory), args.profile)
+    print(format_table(verdicts))
+    return 1 if any(v.status == "fail" for v in verdicts) else 0
+
+
 def cmd_attacks(_: argparse.Namespace) -> int:
     from attacks.registry import ATTACKS, PRESETS
 
@@ -137,7 +151,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     args = _parser().parse_args(argv)
-    commands = {"run": cmd_run, "report": cmd_report, "attacks": cmd_attacks, "train": cmd_train}
+    commands = {"run": cmd_run, "report": cmd_report, "attacks": cmd_attacks, "check-shell": cmd_check_shell,
+                "train": cmd_train}
     try:
         return commands[args.command](args)
     except (ValueError, FileNotFoundError) as error:

@@ -90,7 +90,7 @@ class ShellAwareView(BaseModelView):
         return hasattr(self._shell, "per_class_search")
 
     def per_class_search(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The shell's own per-class search points (B, C, *input) and confidences (B, C)."""
+        """The shell's own per-class search points (B, C, *input) and confidences as log-odds (B, C)."""
         return self._shell.per_class_search(x)
 
     def search(self, x: torch.Tensor) -> torch.Tensor:

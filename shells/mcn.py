@@ -2,7 +2,10 @@
 
 For each class t, projected ascent on an objective of F(z)_t over z in the δ-ball of x
 intersected with the input bounds; z_t is the most t-confident point seen (x itself included);
-z* is the z_t whose F(z_t)_t is largest, and G(x) = softmax(F(z*)).
+z* is the z_t whose F(z_t)_t is largest, and G(x) = softmax(F(z*)). Confidences are compared as
+log-odds, l_t − logsumexp_{j≠t} l_j, which is monotone in F(z)_t but does not saturate at 1.0 in
+float32: comparing saturated probabilities would break ties by class index and make the shell
+depend on the order of the classes.
 
 Layout: all points × classes × restarts are one batch of rows (row = (point, class, restart)),
 so a search costs `steps + 1` forward and `steps` backward passes of F on B·C·R rows.
@@ -20,6 +23,14 @@ from robustness_eval.types import Bounds, Norm, check_nonnegative, check_positiv
 from shells.base import Shell
 
 OBJECTIVES = ("logprob", "cw")
+
+
+def log_odds(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """log(F_t / (1 − F_t)) = l_t − logsumexp_{j≠t} l_j for each column t of `classes`."""
+    own = logits.gather(1, classes)
+    expanded = logits[:, None, :].expand(-1, classes.shape[1], -1)
+    others = expanded.scatter(2, classes[..., None], float("-inf"))
+    return own - torch.logsumexp(others, dim=2)
 
 
 class MCNShell(Shell):
@@ -80,10 +91,11 @@ class MCNShell(Shell):
 
     def per_class_search(self, x: torch.Tensor, delta: float | torch.Tensor | None = None
                          ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per class t the most t-confident point z_t and F(z_t)_t.
+        """Per class t the most t-confident point z_t and its confidence as log-odds.
 
-        Returns z of shape (B, C, *input) and confidences of shape (B, C). `delta` may be a
-        tensor with one radius per point (NCN's bisection uses this).
+        Returns z of shape (B, C, *input) and log(F(z_t)_t / (1 − F(z_t)_t)) of shape (B, C)
+        (monotone in F(z_t)_t; argmax picks the most confident class). `delta` may be a tensor
+        with one radius per point (NCN's bisection uses this).
         """
         x = x.detach()
         radius = torch.as_tensor(self.radius if delta is None else delta, dtype=x.dtype,
@@ -113,13 +125,13 @@ class MCNShell(Shell):
 
         best_z = center.clone()
         with torch.no_grad():
-            best_conf = torch.softmax(self.base_model(x), dim=1)  # x is always a candidate
-        best_conf = best_conf[:, :, None].expand(b, c, r).reshape(-1).clone()
+            at_x = log_odds(self.base_model(x), torch.arange(c, device=x.device).repeat(b, 1))
+        best_conf = at_x[:, :, None].expand(b, c, r).reshape(-1).clone()  # x is always a candidate
         with torch.enable_grad():
             for k in range(self.steps + 1):
                 z.requires_grad_(True)
                 logits = self.base_model(z)
-                conf = torch.softmax(logits.detach(), dim=1).gather(1, target[:, None]).squeeze(1)
+                conf = log_odds(logits.detach(), target[:, None]).squeeze(1)
                 better = conf > best_conf
                 best_conf = torch.where(better, conf, best_conf)
                 best_z = torch.where(better.view(-1, *([1] * len(shape))), z.detach(), best_z)
