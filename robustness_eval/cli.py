@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="skip the rerun with every budget doubled")
     run.add_argument("--no-crosscheck", dest="crosscheck", action="store_false", default=None,
                      help="skip the standalone Foolbox-vs-ours PGD comparison on the base model")
+    run.add_argument("--no-sanity", dest="sanity", action="store_false", default=None,
+                     help="skip the sanity checks and the active test")
     run.add_argument("--out", default=None, help="output directory (default reports/<name>)")
     run.add_argument("--resume", metavar="DIR", default=None,
                      help="continue an interrupted run in DIR; finished work is never redone")

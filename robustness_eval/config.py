@@ -13,7 +13,8 @@ from robustness_eval.types import Norm, check_nonnegative, check_positive_int
 
 DEFAULTS = {"dataset": "digits", "data_dir": None, "model": "adversarial", "shell": "mcn",
             "norm": "linf", "eps": "0.1", "delta": "0.1", "p": 0.9, "attacks": "fast",
-            "n_points": 200, "seed": 0, "budget": [], "convergence": True, "crosscheck": True}
+            "n_points": 200, "seed": 0, "budget": [], "convergence": True, "crosscheck": True,
+            "sanity": True}
 KEYS = tuple(DEFAULTS)
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from robustness_eval import sanity
+from robustness_eval.active import active_test
 from robustness_eval.config import grid, parse_budgets
 from robustness_eval.crosscheck import pgd_crosscheck
 from robustness_eval.data import load_dataset
@@ -41,6 +43,42 @@ def run_name(config: dict) -> str:
     return (f"{config['dataset']}-{config['model']}-{config['shell']}-{config['norm']}"
             f"-eps{config['eps'].replace(',', '_')}-delta{config['delta'].replace(',', '_')}"
             f"-seed{config['seed']}")
+
+
+def truth_checks(result: EvaluationResult, model, shell, data, x, y, threat: Threat, config: dict,
+                 store: ResultStore) -> dict:
+    """Sanity verdicts and the active test, cached in the store so a resumed run does not redo them."""
+    cached = store.meta("truth_checks")
+    if cached is not None:
+        return cached
+    results = result.to_json()
+    at_zero = (build_shell(config["shell"], model, threat.norm, data.bounds, 0.0, config["p"], seed=config["seed"])
+               if config["shell"] in ("mcn", "vote") else None)
+    verdicts = sanity.run_all(results, model, shell, at_zero, x, y, threat, seed=config["seed"])
+    subset = min(len(y), 60)
+    active = active_test(model, lambda planted: build_shell(config["shell"], planted, threat.norm, data.bounds,
+                                                            shell.radius, config["p"], seed=config["seed"]),
+                         x[:subset], y[:subset], threat, shell.radius, config["attacks"], seed=config["seed"])
+    checks = {"sanity": verdicts, "active_test": active}
+    store.set_meta("truth_checks", checks)
+    return checks
+
+
+def ground_truth(adversarial: dict, true_label, y: torch.Tensor) -> dict:
+    """Class each verified break by the data's own labelling: true adversarial or label change.
+
+    `adversarial` maps a target to {point index: x'}; `true_label` is the data set's oracle.
+    """
+    out = {}
+    for target, found in adversarial.items():
+        points = sorted(found)
+        if not points:
+            out[target] = {"true_adversarial": 0, "label_changing": 0}
+            continue
+        truth = true_label(torch.stack([found[i] for i in points]))
+        same = int((truth == y[torch.tensor(points)]).sum())
+        out[target] = {"true_adversarial": same, "label_changing": len(points) - same}
+    return out
 
 
 def run_job(config: dict, out: Path, command: str, quiet: bool = True) -> EvaluationResult:
@@ -77,6 +115,10 @@ def run_job(config: dict, out: Path, command: str, quiet: bool = True) -> Evalua
                     check = pgd_crosscheck(model, x, y, threat, seed=config["seed"])
                     store.set_meta("crosscheck", check)
                 result.extras["crosscheck"] = check
+            if primary and config["sanity"]:
+                result.extras.update(truth_checks(result, model, shell, data, x, y, threat, config, store))
+            if data.true_label is not None:
+                result.extras["ground_truth"] = ground_truth(result.adversarial, data.true_label, y)
             result.extras["seconds"] = time.perf_counter() - start
             result.save(directory)
             results.append(result)

@@ -118,12 +118,30 @@ def sections(results: dict, plots: dict[str, Path]) -> list[Section]:
     sanity = extras.get("sanity")
     sanity_section = Section("Sanity checks")
     if sanity:
-        sanity_section.header = ["check", "verdict", "figures", "meaning"]
+        sanity_section.header = ["check", "verdict", "figures", "if it fails"]
         for v in sanity:
             sanity_section.rows.append([v["name"], v["status"], v["figures"], v["meaning"]])
+        counts = {s: sum(v["status"] == s for v in sanity) for s in ("pass", "warn", "fail", "not run")}
+        sanity_section.paragraphs.append(", ".join(f"{k}: {n}" for k, n in counts.items()) + ".")
     else:
         sanity_section.paragraphs.append("No sanity checks were run for this report.")
     out.append(sanity_section)
+    active = extras.get("active_test")
+    if active:
+        paragraph = (f"Planted adversarial examples (Zimmermann et al. 2022): {active.get('valid', 0)} of "
+                     f"{active.get('planted', 0)} plants verified; the battery found "
+                     f"{active.get('found', 0)} of the {active.get('evaluated', 0)} evaluated "
+                     f"({pct(active.get('share_found'))}): {active['status']}."
+                     if "share_found" in active else f"Active test not run: {active.get('reason', '')}.")
+        out.append(Section("Active test", [paragraph]))
+    truth = extras.get("ground_truth")
+    if truth:
+        gt = Section("Ground truth", ["On synthetic data the true label of every point is known: each verified "
+                                      "break is a true adversarial example (true label unchanged) or a "
+                                      "label-changing perturbation."], ["target", "true adversarial", "label-changing"])
+        for target, counts in truth.items():
+            gt.rows.append([target, str(counts["true_adversarial"]), str(counts["label_changing"])])
+        out.append(gt)
     if plots:
         out.append(Section("Plots", images=[(name, path) for name, path in plots.items()]))
     out.append(Section("Reproduce", [f"Model hash {cfg.get('model_hash', 'n/a')}; seed {cfg.get('seed', 0)}; "

@@ -1,0 +1,92 @@
+"""Sanity checks catch a weakened battery and pass the default one; the active test; ground truth."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attacks.pgd import PGD
+from robustness_eval import sanity
+from robustness_eval.active import active_test, plant
+from robustness_eval.data import make_synthetic
+from robustness_eval.job import ground_truth
+from robustness_eval.types import Threat
+from robustness_eval.verify import verify
+from shells import MCNShell
+
+
+class FeeblePGD(PGD):
+    """A deliberately weakened attack: one step of a tiny size."""
+
+    name = "feeble"
+
+    def __init__(self, budget: int = 1) -> None:
+        super().__init__(budget=1, restarts=1, rel_step=0.01)
+
+
+@pytest.fixture(scope="module")
+def setting(digits, digits_adversarial):
+    x, y = digits.x_test[:30], digits.y_test[:30]
+    shell = MCNShell(digits_adversarial, 0.1, "linf", digits.bounds)
+    return digits_adversarial, shell, x, y, Threat("linf", 0.1)
+
+
+def test_unbounded_check_fails_for_a_weakened_attack_and_passes_the_default(setting):
+    model, shell, x, y, threat = setting
+    weak = sanity.unbounded_attack(model, shell, x, y, threat, attacks=[FeeblePGD()])
+    strong = sanity.unbounded_attack(model, shell, x, y, threat)
+    assert weak.status == "fail" and strong.status == "pass", (weak, strong)
+
+
+def test_active_test_fails_a_weakened_battery_and_passes_the_default(setting):
+    model, _, x, y, threat = setting
+
+    def make(planted):
+        return MCNShell(planted, 0.1, "linf", threat.bounds)
+
+    weak = active_test(model, make, x, y, threat, 0.1, attacks=[FeeblePGD()])
+    strong = active_test(model, make, x, y, threat, 0.1, attacks="fast")
+    assert weak["valid"] >= 20
+    assert weak["status"] == "fail" and weak["share_found"] < 0.95
+    assert strong["status"] == "pass" and strong["share_found"] >= 0.95
+
+
+def test_plants_are_real_adversarial_examples_inside_the_ball(setting):
+    model, _, x, y, threat = setting
+    planted = plant(model, x, y, threat, 0.1)
+    shell = MCNShell(planted, 0.1, "linf", threat.bounds)
+    x_adv = (x + threat.eps * planted.directions.view_as(x)).clamp(0, 1)
+    check = verify(shell, x, x_adv, y, threat)
+    assert check.in_ball.all() and check.in_bounds.all()
+    assert check.success.float().mean() >= 0.8
+    # the plant is invisible from x itself: the planted model agrees with F on the clean points' shell
+    assert torch.equal(shell(x).argmax(1), MCNShell(model, 0.1, "linf", threat.bounds)(x).argmax(1))
+
+
+def test_flat_or_falling_loss_traces_are_flagged():
+    results = {"attacks": [
+        {"target": "shell", "name": "bpda", "kind": "bpda", "loss_trace": [1.0, 1.0, 1.0, 1.0]},
+        {"target": "shell", "name": "minmax", "kind": "shell-aware", "loss_trace": [-3.0, -2.0, -1.0, 0.5]},
+        {"target": "shell", "name": "lookahead", "kind": "shell-aware", "loss_trace": [-3.0, -1.0, -0.9, -0.9]},
+    ]}
+    statuses = {v.name: v.status for v in sanity.loss_traces(results)}
+    assert statuses == {"loss trace of bpda": "fail", "loss trace of minmax": "warn",
+                        "loss trace of lookahead": "pass"}
+
+
+def test_convergence_and_noise_checks_read_the_results():
+    results = {"attacks": [{"target": "shell", "kind": "baseline", "new_breaks": 5},
+                           {"target": "shell", "kind": "transfer", "new_breaks": 2}],
+               "extras": {"convergence": {"change_pp": {"base": 0.0, "shell": -4.5}}}}
+    assert sanity.convergence(results).status == "fail"
+    assert sanity.noise_vs_attacks(results).status == "fail"
+
+
+def test_ground_truth_separates_true_adversarials_from_label_changes():
+    data = make_synthetic(seed=0)
+    x, y = data.x_test[:6], data.y_test[:6]
+    other = (y + 1) % data.num_classes
+    donor = torch.stack([data.x_test[(data.y_test == c).nonzero()[0, 0]] for c in other])
+    adversarial = {"shell": {0: x[0] + 0.001, 1: x[1].clone(), 2: donor[2], 3: donor[3]}}
+    counts = ground_truth(adversarial, data.true_label, y)
+    assert counts == {"shell": {"true_adversarial": 2, "label_changing": 2}}
