@@ -43,7 +43,7 @@ RECIPES = {
     ("synthetic", "standard"): TrainingRecipe(30, 1e-3, 64, 0.0, 0),
     ("synthetic", "adversarial"): TrainingRecipe(30, 1e-3, 64, 0.05, 7),
     ("mnist", "standard"): TrainingRecipe(6, 1e-3, 64, 0.0, 0),
-    ("mnist", "adversarial"): TrainingRecipe(16, 1e-3, 64, 0.3, 10, eps_warmup_epochs=4),
+    ("mnist", "adversarial"): TrainingRecipe(10, 2e-3, 64, 0.3, 5, eps_warmup_epochs=3),
 }
 
 
@@ -67,8 +67,8 @@ class SmallCNN(nn.Module):
     def __init__(self, num_classes: int = 10, channels: int = 1) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(channels, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(channels, 16, 3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
         )
         self.head = nn.Sequential(
             nn.Flatten(), nn.LazyLinear(128), nn.ReLU(), nn.Linear(128, num_classes)

@@ -82,6 +82,10 @@ class MCNShell(Shell):
             self._patterns[key] = torch.cat([zero, offsets]).to(like.device, like.dtype)
         return self._patterns[key]
 
+    def _score(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The selection score of each row: log-odds of F(z)_target."""
+        return log_odds(logits, target[:, None]).squeeze(1)
+
     def _objective(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.objective == "cw":
             own = logits.gather(1, target[:, None]).squeeze(1)
@@ -131,7 +135,7 @@ class MCNShell(Shell):
             for k in range(self.steps + 1):
                 z.requires_grad_(True)
                 logits = self.base_model(z)
-                conf = log_odds(logits.detach(), target[:, None]).squeeze(1)
+                conf = self._score(logits.detach(), target)
                 better = conf > best_conf
                 best_conf = torch.where(better, conf, best_conf)
                 best_z = torch.where(better.view(-1, *([1] * len(shape))), z.detach(), best_z)

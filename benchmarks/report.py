@@ -1,0 +1,107 @@
+"""RESULTS.md from benchmarks/results/*.json: tables, the targets and how far each is met."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _load(folder: Path, name: str) -> dict | None:
+    path = folder / "results" / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _fmt(value, digits: int = 2) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _cost_plot(folder: Path, cost: list[dict]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(7, 3))
+    for ax, parameter in zip(axes, ("steps", "restarts"), strict=True):
+        rows = [c for c in cost if c["parameter"] == parameter]
+        ax.plot([r["value"] for r in rows], [1000 * r["seconds_per_query"] for r in rows], "o-")
+        ax.set_xlabel(f"MCN inner {parameter}")
+        ax.set_ylabel("ms per shell query")
+    fig.tight_layout()
+    path = folder / "results" / "mcn-query-cost.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path.relative_to(folder).as_posix()
+
+
+def write_results(folder: Path) -> Path:
+    lines = ["# Benchmark results", "", "Written by `python -m benchmarks` (the numbers are the last run's). "
+             "Benchmarks assert nothing; every ratio is measured within one run on this machine.", ""]
+    throughput = _load(folder, "shell_throughput")
+    if throughput:
+        m = throughput["machine"]
+        lines += [f"Machine: {m['cores']} cores, {m['torch_threads']} torch threads, {m['processor']}; python "
+                  f"{m['python']}, torch {m['torch']}, foolbox {m['foolbox']}, nevergrad {m['nevergrad']}.", "",
+                  "## Shell throughput", "",
+                  f"Plain 1024² matmul: {throughput['matmul_gflops']:.1f} GFLOP/s. The limit is (steps + 1) "
+                  "batched forward+backward passes of the same model on the same rows.", "",
+                  "| data | shell | points | points/s | naive points/s | speed-up vs naive | same result | "
+                  "fraction of fwd+bwd limit |", "|---|---|---|---|---|---|---|---|"]
+        for r in throughput["rows"]:
+            lines.append(f"| {r['data']} | {r['shell']} | {r['points']} | {r['points_per_second']:.1f} | "
+                         f"{_fmt(r.get('naive_points_per_second'))} | {_fmt(r.get('speedup_vs_naive'), 1)} | "
+                         f"{_fmt(r.get('naive_equal'))} | {100 * r['fraction_of_limit']:.0f} % |")
+        lines += ["", "Targets: batched MCN ≥ 50× the naive loop and ≥ 80 % of the forward+backward limit:"]
+        for r in throughput["rows"]:
+            if r["shell"] == "mcn":
+                speed = "met" if r["speedup_vs_naive"] >= 50 else "missed"
+                share = 100 * r["fraction_of_limit"]
+                limit = "met" if share >= 80 else f"missed by {80 - share:.0f} pp"
+                lines.append(f"- {r['data']}: {r['speedup_vs_naive']:.0f}× ({speed}), "
+                             f"{share:.0f} % of the limit ({limit}).")
+        lines.append("")
+    peers = _load(folder, "peers")
+    if peers:
+        lines += ["## Attacks against peers at equal budgets", "",
+                  f"Digits adversarial MLP, {peers['points']} clean-correct points, L∞ ε = {peers['eps']}; every "
+                  "success verified by the suite.", "",
+                  "| budget | attack | success | median queries to success | seconds |", "|---|---|---|---|---|"]
+        for r in peers["rows"]:
+            lines.append(f"| {r['suite']} | {r['attack']} | {100 * r['success_rate']:.1f} % | "
+                         f"{_fmt(r['median_queries_to_success'], 0)} | {r['seconds']:.2f} |")
+        lines += ["", "Targets (each of ours at least as successful as its best peer, no slower than its fastest):"]
+        for suite in dict.fromkeys(r["suite"] for r in peers["rows"]):
+            group = [r for r in peers["rows"] if r["suite"] == suite]
+            ours = next(r for r in group if r["attack"].startswith("ours"))
+            others = [r for r in group if r is not ours]
+            if not others:
+                continue
+            best = max(r["success_rate"] for r in others)
+            fastest = min(r["seconds"] for r in others)
+            success = "met" if ours["success_rate"] >= best else "missed"
+            speed = "met" if ours["seconds"] <= fastest else f"missed: {ours['seconds'] / fastest:.1f}× slower"
+            lines.append(f"- {suite}: success {100 * ours['success_rate']:.1f} % vs best peer {100 * best:.1f} % "
+                         f"({success}); time {ours['seconds']:.2f}s vs fastest {fastest:.2f}s ({speed}).")
+        lines.append("")
+    blackbox = _load(folder, "blackbox_shells")
+    if blackbox:
+        lines += ["## Black-box attacks on the MCN shell", "",
+                  f"Digits, MCN δ = 0.1 (10 inner steps), L∞ ε = {blackbox['eps']}, {blackbox['points']} points, "
+                  f"budget {blackbox['budget']} queries per point.", "",
+                  "| attack | broken | queries | queries per broken point | ms per query |", "|---|---|---|---|---|"]
+        for r in blackbox["rows"]:
+            lines.append(f"| {r['attack']} | {r['broken']}/{r['points']} | {r['queries']} | "
+                         f"{_fmt(r['queries_per_broken_point'], 0)} | {1000 * r['seconds_per_query']:.2f} |")
+        ours = [r for r in blackbox["rows"] if r["attack"].startswith("ours") and r["queries_per_broken_point"]]
+        peer = [r for r in blackbox["rows"] if r["attack"].startswith("torchattacks")]
+        if ours and peer and peer[0]["queries_per_broken_point"]:
+            best = min(ours, key=lambda r: r["queries_per_broken_point"])
+            ratio = peer[0]["queries_per_broken_point"] / best["queries_per_broken_point"]
+            lines += ["", f"Target ≥ 2× fewer queries per broken point than torchattacks' Square through the same "
+                      f"shell: {best['attack']} {ratio:.1f}× ({'met' if ratio >= 2 else 'missed'})."]
+        lines += ["", f"![cost of one MCN query]({_cost_plot(folder, blackbox['cost'])})", ""]
+    path = folder / "RESULTS.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,92 @@
+"""Shell throughput: batched MCN/NCN against a naive per-point, per-class loop and the machine's limit.
+
+The limit is measured in the same run: the time of (steps + 1) batched forward+backward passes
+of the same model at the same total batch (points × classes × restarts), with nothing else; the
+shell's achieved fraction is limit time / shell time. The naive loop runs the same steps on one
+row at a time and must give the same search points (checked).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from benchmarks.common import setting, timed
+from robustness_eval.norms import ascent_direction, project
+from shells import MCNShell, NCNShell
+
+
+def naive_mcn(shell: MCNShell, x: torch.Tensor) -> torch.Tensor:
+    """The same search, one point, class and restart at a time in Python loops."""
+    model, steps = shell.base_model, shell.steps
+    shape = tuple(x.shape[1:])
+    pattern = shell._restart_pattern(shape, x)
+    out = []
+    for i in range(x.shape[0]):
+        center = x[i : i + 1]
+        classes = model(center).shape[1]
+        best_score, best_z = None, None
+        for t in range(classes):
+            target = torch.tensor([t])
+            for r in range(shell.restarts):
+                z = project(center + pattern[r : r + 1] * shell.radius, center, shell.radius, shell.norm, shell.bounds)
+                candidates = [(center, float(shell._score(model(center).detach(), target)))]
+                for k in range(steps + 1):
+                    z.requires_grad_(True)
+                    logits = model(z)
+                    candidates.append((z.detach(), float(shell._score(logits.detach(), target))))
+                    if k == steps:
+                        break
+                    (grad,) = torch.autograd.grad(shell._objective(logits, target).sum(), z)
+                    z = project(z.detach() + 2.5 * shell.radius / steps * ascent_direction(grad, shell.norm),
+                                center, shell.radius, shell.norm, shell.bounds)
+                for point, score in candidates:
+                    if best_score is None or score > best_score:
+                        best_score, best_z = score, point
+        out.append(best_z)
+    return torch.cat(out)
+
+
+def limit_seconds(model, rows: int, shape: tuple[int, ...], passes: int) -> float:
+    """Time of `passes` plain forward+backward passes of `model` on `rows` rows."""
+    z = torch.rand(rows, *shape)
+
+    def run():
+        for _ in range(passes):
+            w = z.clone().requires_grad_(True)
+            torch.autograd.grad(model(w)[:, 0].sum(), w)
+
+    return timed(run, repeats=2)[1]
+
+
+def matmul_gflops(size: int = 1024) -> float:
+    a, b = torch.rand(size, size), torch.rand(size, size)
+    _, seconds = timed(lambda: a @ b, repeats=5)
+    return 2 * size**3 / seconds / 1e9
+
+
+def run(points: dict[str, int] | None = None, naive_points: int = 10) -> dict:
+    points = points or {"digits": 200, "mnist": 40}
+    rows = []
+    for name, n in points.items():
+        model, x, _, bounds = setting(name, n)
+        for kind in ("mcn", "ncn"):
+            if kind == "mcn":
+                shell = MCNShell(model, 0.1 if name == "digits" else 0.3, "linf", bounds, steps=20)
+                passes = shell.steps + 1
+            else:
+                shell = NCNShell(model, 0.9, "linf", bounds, max_radius=0.3, steps=20, rounds=6)
+                passes = (shell.steps + 1) * (shell.rounds + 1)
+            _, seconds = timed(lambda s=shell, z=x: s.search(z), repeats=2)
+            classes = model(x[:1]).shape[1]
+            limit = limit_seconds(model, n * classes, tuple(x.shape[1:]), passes)
+            row = {"data": name, "shell": kind, "points": n, "points_per_second": n / seconds,
+                   "limit_seconds": limit, "shell_seconds": seconds, "fraction_of_limit": limit / seconds}
+            if kind == "mcn":
+                few = x[:naive_points]
+                naive, naive_seconds = timed(lambda s=shell, f=few: naive_mcn(s, f))
+                batched = shell.search(few)
+                row["naive_points_per_second"] = naive_points / naive_seconds
+                row["speedup_vs_naive"] = row["points_per_second"] / row["naive_points_per_second"]
+                row["naive_equal"] = bool(torch.allclose(naive, batched, atol=1e-4))
+            rows.append(row)
+    return {"matmul_gflops": matmul_gflops(), "rows": rows}
