@@ -17,7 +17,7 @@ import torch
 
 from robustness_eval.types import Bounds, check_positive_int
 
-DATASETS = ("digits", "mnist", "synthetic")
+DATASETS = ("digits", "mnist", "synthetic", "cifar10")
 DEFAULT_MNIST_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "mnist"
 
 
@@ -52,6 +52,11 @@ def load_dataset(name: str, data_dir: str | Path | None = None, seed: int = 0) -
         return load_mnist(data_dir or DEFAULT_MNIST_DIR)
     if name == "synthetic":
         return make_synthetic(seed=seed)
+    if name == "cifar10":
+        if data_dir is None:
+            raise ValueError("--dataset cifar10 needs --data-dir pointing at the CIFAR-10 python batches "
+                             "(data_batch_1 … data_batch_5, test_batch)")
+        return load_cifar10(data_dir)
     raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
 
 
@@ -211,3 +216,39 @@ def _sample(
     direction = direction / direction.norm(dim=1, keepdim=True)
     radius = noise * torch.rand(len(labels), 1, generator=g)
     return (points + direction * radius).clamp(0.0, 1.0)
+
+
+def _unpickle(path: Path) -> dict:
+    import pickle
+
+    with open(path, "rb") as handle:
+        return pickle.load(handle, encoding="bytes")
+
+
+def load_cifar10(directory: str | Path) -> Dataset:
+    """CIFAR-10 from the standard python batches (`data_batch_1` … `data_batch_5`, `test_batch`).
+
+    Whichever training batches exist are used; `test_batch` is required.
+    """
+    directory = Path(directory)
+    if (directory / "cifar-10-batches-py").is_dir():
+        directory = directory / "cifar-10-batches-py"
+    test_path = directory / "test_batch"
+    if not test_path.exists():
+        raise FileNotFoundError(f"missing CIFAR-10 file 'test_batch' in {directory}; pass --data-dir pointing at "
+                                "the extracted python batches")
+    train_paths = sorted(directory.glob("data_batch_*"))
+    if not train_paths:
+        raise FileNotFoundError(f"missing CIFAR-10 files 'data_batch_1' … in {directory}")
+
+    def read(paths: list[Path]) -> tuple[torch.Tensor, torch.Tensor]:
+        parts = [_unpickle(p) for p in paths]
+        images = np.concatenate([np.asarray(p[b"data"], dtype=np.uint8) for p in parts])
+        labels = np.concatenate([np.asarray(p[b"labels"], dtype=np.int64) for p in parts])
+        x = torch.from_numpy(images.reshape(-1, 3, 32, 32).astype(np.float32) / 255.0)
+        return x, torch.from_numpy(labels)
+
+    x_tr, y_tr = read(train_paths)
+    x_te, y_te = read([test_path])
+    return Dataset("cifar10", x_tr, y_tr, x_te, y_te, num_classes=10,
+                   split={"source": str(directory), "train": [p.name for p in train_paths], "test": "test_batch"})

@@ -112,7 +112,7 @@ def _image_shape(shape: tuple[int, ...]) -> tuple[int, int] | None:
 
 def _example_grid(results: dict, directory: Path, path: Path, count: int = 6) -> Path | None:
     cfg = results["config"]
-    if cfg.get("dataset") not in ("digits", "mnist") or not (directory / DB_NAME).exists():
+    if cfg.get("dataset") not in ("digits", "mnist", "cifar10") or not (directory / DB_NAME).exists():
         return None
     from robustness_eval.data import load_dataset
     from robustness_eval.zoo import load_model
@@ -143,7 +143,11 @@ def _example_grid(results: dict, directory: Path, path: Path, count: int = 6) ->
     for row in range(len(chosen)):
         for col, (images, name, probs) in enumerate(panels):
             ax = axes[row][col]
-            ax.imshow(images[row].reshape(hw).numpy(), cmap="gray", vmin=0, vmax=1)
+            picture = images[row]
+            if picture.dim() == 3 and picture.shape[0] == 3:
+                ax.imshow(picture.permute(1, 2, 0).clamp(0, 1).numpy())
+            else:
+                ax.imshow(picture.reshape(hw).numpy(), cmap="gray", vmin=0, vmax=1)
             label = int(probs[row].argmax())
             ax.set_title(f"{name}: {label} ({float(probs[row].max()):.2f})" + (" ✓" if label == int(y[row]) else ""),
                          fontsize=7)

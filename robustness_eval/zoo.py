@@ -44,6 +44,8 @@ RECIPES = {
     ("synthetic", "adversarial"): TrainingRecipe(30, 1e-3, 64, 0.05, 7),
     ("mnist", "standard"): TrainingRecipe(6, 1e-3, 64, 0.0, 0),
     ("mnist", "adversarial"): TrainingRecipe(10, 2e-3, 64, 0.3, 5, eps_warmup_epochs=3),
+    ("cifar10", "standard"): TrainingRecipe(10, 2e-3, 128, 0.0, 0),
+    ("cifar10", "adversarial"): TrainingRecipe(10, 2e-3, 128, 8 / 255, 5, eps_warmup_epochs=2),
 }
 
 
@@ -62,7 +64,7 @@ class MLP(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """Two conv/pool blocks and a dense head, for 1×28×28 inputs."""
+    """Two conv/pool blocks and a dense head (1×28×28 MNIST, 3×32×32 CIFAR-10)."""
 
     def __init__(self, num_classes: int = 10, channels: int = 1) -> None:
         super().__init__()

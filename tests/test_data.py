@@ -57,5 +57,28 @@ def test_synthetic_is_deterministic_and_its_labels_are_ground_truth():
 
 
 def test_unknown_dataset_lists_valid_names():
-    with pytest.raises(ValueError, match="choose one of: digits, mnist, synthetic"):
+    with pytest.raises(ValueError, match="choose one of: digits, mnist, synthetic, cifar10"):
         load_dataset("cifar100")
+
+
+def _write_cifar_batch(path, images: np.ndarray, labels: list[int]) -> None:
+    import pickle
+
+    with open(path, "wb") as handle:
+        pickle.dump({b"data": images.reshape(len(labels), -1), b"labels": labels, b"batch_label": b"x"}, handle)
+
+
+def test_cifar10_reader_reads_the_python_batches(tmp_path):
+    rng = np.random.default_rng(1)
+    train = rng.integers(0, 256, size=(6, 3, 32, 32), dtype=np.uint8)
+    test = rng.integers(0, 256, size=(4, 3, 32, 32), dtype=np.uint8)
+    _write_cifar_batch(tmp_path / "data_batch_1", train, [0, 1, 2, 3, 4, 5])
+    _write_cifar_batch(tmp_path / "test_batch", test, [9, 8, 7, 6])
+    data = load_dataset("cifar10", tmp_path)
+    assert data.x_train.shape == (6, 3, 32, 32) and data.x_test.shape == (4, 3, 32, 32)
+    assert torch.allclose(data.x_test[2], torch.from_numpy(test[2] / 255.0).float())
+    assert data.y_test.tolist() == [9, 8, 7, 6] and data.is_image
+    with pytest.raises(FileNotFoundError, match="test_batch"):
+        load_dataset("cifar10", tmp_path / "missing")
+    with pytest.raises(ValueError, match="--data-dir"):
+        load_dataset("cifar10")
