@@ -8,6 +8,8 @@ and the bounds, and returns an `AttackOutput`. Whether a candidate counts is dec
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -17,6 +19,18 @@ from robustness_eval.norms import project
 from robustness_eval.types import AttackKind, Threat, check_positive_int
 
 VIEWS = ("base", "oracle", "shell-aware")
+
+
+@contextlib.contextmanager
+def global_rng_from(generator: torch.Generator) -> Iterator[None]:
+    """Seed torch's global generator from `generator` for a library that draws from it (Foolbox),
+    and restore the caller's state afterwards, so runs stay deterministic and side-effect free."""
+    state = torch.random.get_rng_state()
+    torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+    try:
+        yield
+    finally:
+        torch.random.set_rng_state(state)
 
 
 @dataclass

@@ -12,11 +12,13 @@ median distance reached.
 
 from __future__ import annotations
 
+import contextlib
+
 import foolbox as fb
 import torch
 from torch import nn
 
-from attacks.base import Attack, AttackOutput
+from attacks.base import Attack, AttackOutput, global_rng_from
 from robustness_eval.norms import distance
 from robustness_eval.types import AttackKind, Norm, Threat
 from robustness_eval.views import BudgetExceededError
@@ -65,15 +67,9 @@ class HopSkipJump(Attack):
     def _run(self, oracle, x, y, threat: Threat, budget: int, generator) -> AttackOutput:
         module = _OracleModule(oracle, x, y, threat.norm)
         model = fb.PyTorchModel(module.eval(), bounds=(threat.bounds.lower, threat.bounds.upper))
-        state = torch.random.get_rng_state()
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
-        try:
-            self._foolbox_attack(threat, budget)(model, x, fb.criteria.Misclassification(y),
-                                                 epsilons=None)
-        except BudgetExceededError:
-            pass  # the budget is spent: keep the nearest misclassified query of each point
-        finally:
-            torch.random.set_rng_state(state)
+        with global_rng_from(generator), contextlib.suppress(BudgetExceededError):
+            # a spent budget ends the run; the nearest misclassified query of each point is kept
+            self._foolbox_attack(threat, budget)(model, x, fb.criteria.Misclassification(y), epsilons=None)
         reached = module.nearest_distance
         median = float(reached[torch.isfinite(reached)].median()) if torch.isfinite(reached).any() else None
         return AttackOutput(module.nearest, reached <= threat.eps, oracle.queries.clone(),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import foolbox as fb
 import torch
 
-from attacks.base import Attack, AttackOutput
+from attacks.base import Attack, AttackOutput, global_rng_from
 from robustness_eval.types import AttackKind, Norm, Threat, check_positive_int
 
 
@@ -35,15 +35,11 @@ class FoolboxPGD(Attack):
         attack = cls(steps=budget, rel_stepsize=self.rel_step / budget, random_start=True)
         x_adv = x.clone()
         found = torch.zeros(x.shape[0], dtype=torch.bool)
-        state = torch.random.get_rng_state()
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
-        try:
+        with global_rng_from(generator):  # foolbox draws from torch's global generator
             for _ in range(self.restarts):
                 _, clipped, success = attack(model, x, y, epsilons=threat.eps)
                 new = success & ~found
                 x_adv[new] = clipped[new]
                 found |= success
-        finally:
-            torch.random.set_rng_state(state)  # foolbox draws from torch's global generator
         queries = torch.full((x.shape[0],), (budget + 1) * self.restarts, dtype=torch.long)
         return AttackOutput(x_adv, found, queries)
