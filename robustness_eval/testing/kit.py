@@ -7,6 +7,8 @@ invariant reports Hypothesis's shrunk counterexample: the smallest case it could
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,6 +35,8 @@ def load_factory(spec: str) -> Callable:
     module_name, sep, attribute = spec.partition(":")
     if not sep or not module_name or not attribute:
         raise ValueError(f"shell factory must look like module:factory (got {spec!r})")
+    if os.getcwd() not in sys.path:  # a console script does not search the working directory
+        sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
