@@ -51,6 +51,35 @@ def unbounded_attack(model: nn.Module, shell, x: torch.Tensor, y: torch.Tensor, 
                          "" if ok else "inspect the attacks' loss traces; add restarts or steps")
 
 
+def silent_success(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Threat, seed: int = 0,
+                   attack=None) -> SanityVerdict:
+    """Pintor et al.'s silent success: an iterate of the attack was adversarial, but the point it
+    returned is not. Checked on the battery's first gradient attack (PGD on F) by watching every
+    iterate."""
+    from attacks.pgd import PGD
+    from robustness_eval.verify import verify
+    from robustness_eval.views import BaseModelView
+
+    seen = torch.zeros(len(y), dtype=torch.bool)
+
+    class Watched(BaseModelView):
+        def logits(self, z: torch.Tensor) -> torch.Tensor:
+            out = self.model(z)
+            wrong = (out.detach().argmax(1) != y.repeat(len(z) // len(y))).view(-1, len(y)).any(0)
+            seen.logical_or_(wrong)
+            return out
+
+    attack = attack or PGD(budget=40, restarts=1)
+    out = attack(Watched(model, threat.bounds), x, y, threat, seed=seed)
+    returned = verify(model, x, out.x_adv, y, threat).success
+    with torch.no_grad():
+        clean_wrong = model(x).argmax(1) != y
+    silent = int((seen & ~returned & ~clean_wrong).sum())
+    return SanityVerdict("no silent success", "pass" if silent == 0 else "fail",
+                         f"points where an iterate was adversarial but the returned point was not: {silent}",
+                         "the attack throws away adversarial examples it found", "keep the best iterate")
+
+
 def monotone_in_eps(results: dict) -> SanityVerdict:
     """Robust accuracy never rises with ε across a sweep (a rise means an attack failed at the larger ε)."""
     sweep = sorted(results.get("extras", {}).get("sweep", []), key=lambda r: r["eps"])
@@ -190,7 +219,8 @@ def run_all(results: dict, model: nn.Module, shell, shell_at_zero, x: torch.Tens
             threat: Threat, seed: int = 0, subset: int = 30) -> list[dict]:
     """Every check; the experiments use the first `subset` points to stay cheap."""
     xs, ys = x[:subset], y[:subset]
-    verdicts = [unbounded_attack(model, shell, xs, ys, threat, seed), monotone_in_eps(results),
+    verdicts = [unbounded_attack(model, shell, xs, ys, threat, seed), silent_success(model, xs, ys, threat, seed),
+                monotone_in_eps(results),
                 blackbox_vs_whitebox(results), convergence(results), noise_vs_attacks(results),
                 *loss_traces(results), transfer_gap(results), randomized_stability(shell, xs),
                 unstable_predictions(shell, xs, ys, threat, seed), ablation(model, shell_at_zero, xs, ys)]

@@ -90,3 +90,29 @@ def test_ground_truth_separates_true_adversarials_from_label_changes():
     adversarial = {"shell": {0: x[0] + 0.001, 1: x[1].clone(), 2: donor[2], 3: donor[3]}}
     counts = ground_truth(adversarial, data.true_label, y)
     assert counts == {"shell": {"true_adversarial": 2, "label_changing": 2}}
+
+
+class ForgetfulPGD(PGD):
+    """Returns the last iterate of a long, large-step walk: it forgets what it found on the way."""
+
+    name = "forgetful"
+
+    def _run(self, view, x, y, threat, budget, generator):
+        from attacks.base import AttackOutput
+        from robustness_eval.norms import ascent_direction, project
+
+        z = x.clone()
+        for _ in range(budget):
+            z.requires_grad_(True)
+            loss = torch.nn.functional.cross_entropy(view.logits(z), y)
+            (grad,) = torch.autograd.grad(loss, z)
+            z = project(z.detach() + threat.eps * ascent_direction(grad, threat.norm), x, threat.eps,
+                        threat.norm, threat.bounds)
+        return AttackOutput(x.clone(), torch.zeros(len(y), dtype=torch.bool), torch.zeros(len(y), dtype=torch.long))
+
+
+def test_silent_success_is_caught_and_the_real_pgd_is_clean(setting):
+    model, _, x, y, _ = setting
+    threat = Threat("linf", 0.3)
+    assert sanity.silent_success(model, x, y, threat, attack=ForgetfulPGD(budget=10)).status == "fail"
+    assert sanity.silent_success(model, x, y, threat).status == "pass"

@@ -1,8 +1,10 @@
 """Hypothesis strategies for property-testing shells: inputs in bounds, small base models, parameters.
 
 A `Case` bundles one drawn base model (a small random MLP, seeded), a batch of inputs inside the
-bounds (random values, exact bound values, and mixtures), and the bounds themselves. Shapes
-cover flat vectors (digits- and synthetic-like) and a one-channel image.
+bounds, and the bounds themselves. Inputs are drawn value by value for small shapes (random
+values, exact bound values, mixtures) and from a seed for the data sets' real shapes (digits 64,
+synthetic 20, MNIST 1×28×28, CIFAR-10 3×32×32); either may then be pushed adversarially toward
+the base model's decision boundary, where a shell's search matters most.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from torch import nn
 from robustness_eval.types import Bounds
 
 SHAPES = [(4,), (8,), (1, 4, 4)]
+DATASET_SHAPES = [(64,), (20,), (1, 28, 28), (3, 32, 32)]
 
 
 class TinyMLP(nn.Module):
@@ -43,8 +46,9 @@ class Case:
     seed: int
 
     def __repr__(self) -> str:
-        return (f"Case(seed={self.seed}, classes={self.classes}, shape={tuple(self.x.shape)}, "
-                f"x={self.x.flatten(1).tolist()})")
+        flat = self.x.flatten(1)
+        values = flat.tolist() if flat.shape[1] <= 16 else f"<{flat.shape[1]} values, mean {float(flat.mean()):.3f}>"
+        return f"Case(seed={self.seed}, classes={self.classes}, shape={tuple(self.x.shape)}, x={values})"
 
 
 def base_models(in_features: int, classes: st.SearchStrategy[int] | None = None) -> st.SearchStrategy:
@@ -63,13 +67,48 @@ def inputs(shape: tuple[int, ...], batch: st.SearchStrategy[int], bounds: Bounds
         lambda rows: torch.tensor(rows, dtype=torch.float32).reshape(len(rows), *shape))
 
 
+def seeded_inputs(shape: tuple[int, ...], batch: st.SearchStrategy[int], bounds: Bounds) -> st.SearchStrategy:
+    """Batches of a large shape from a seed: uniform, all at a bound, or a binary mix of both bounds."""
+    def build(n: int, seed: int, mode: str) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed)
+        u = torch.rand(n, *shape, generator=g)
+        if mode == "lower":
+            u = torch.zeros_like(u)
+        elif mode == "upper":
+            u = torch.ones_like(u)
+        elif mode == "binary":
+            u = (u > 0.5).float()
+        return bounds.lower + u * bounds.width
+
+    return st.builds(build, batch, st.integers(0, 2**16), st.sampled_from(["uniform", "lower", "upper", "binary"]))
+
+
+def toward_boundary(model: nn.Module, x: torch.Tensor, bounds: Bounds, steps: int = 5,
+                    size: float = 0.05) -> torch.Tensor:
+    """Push each input a few sign steps toward its runner-up class: adversarially chosen inputs."""
+    z = x.clone()
+    for _ in range(steps):
+        z.requires_grad_(True)
+        logits = model(z)
+        top2 = logits.topk(2, dim=1).indices
+        gap = logits.gather(1, top2[:, 1:]) - logits.gather(1, top2[:, :1])
+        (grad,) = torch.autograd.grad(gap.sum(), z)
+        z = (z.detach() + size * grad.sign()).clamp(bounds.lower, bounds.upper)
+    return z.detach()
+
+
 @st.composite
 def cases(draw, shapes: list[tuple[int, ...]] | None = None, max_batch: int = 4) -> Case:
-    """A base model and a batch of inputs in [0, 1] for one of the supported shapes."""
-    shape = draw(st.sampled_from(shapes or SHAPES))
+    """A base model and a batch of inputs in [0, 1]: small shapes value by value, the data sets'
+    shapes from a seed, sometimes pushed toward the decision boundary."""
+    shape = draw(st.sampled_from(shapes or [*SHAPES, *DATASET_SHAPES]))
     bounds = Bounds(0.0, 1.0)
     model, classes, seed = draw(base_models(int(torch.tensor(shape).prod())))
-    x = draw(inputs(shape, st.integers(1, max_batch), bounds))
+    batch = st.integers(1, max_batch)
+    source = inputs if shape in SHAPES else seeded_inputs
+    x = draw(source(shape, batch, bounds))
+    if draw(st.booleans()):
+        x = toward_boundary(model.eval(), x, bounds)
     return Case(model.eval(), x, bounds, classes, seed)
 
 
