@@ -51,3 +51,23 @@ def test_pytest_plugin_runs_the_kit_against_a_user_shell(tmp_path):
     ok = subprocess.run([*command[:6], "robustness_eval.testing.factories:identity", *command[7:]],
                         capture_output=True, text=True, timeout=300)
     assert ok.returncode == 0, ok.stdout + ok.stderr
+
+
+@pytest.mark.parametrize("kind", ["mcn", "ncn"])
+def test_shipped_shells_hold_their_invariants_for_drawn_parameters(kind):
+    from hypothesis import given, settings
+
+    from robustness_eval.testing import cases, shell_parameters
+    from robustness_eval.testing.invariants import search_in_ball_and_bounds, valid_probabilities
+    from shells import build_shell
+
+    @settings(max_examples=12, deadline=None, derandomize=True, database=None)
+    @given(params=shell_parameters(), case=cases(shapes=[(8,), (64,)]))
+    def holds(params, case):
+        def factory(model):
+            return build_shell(kind, model, params["norm"], case.bounds, params["delta"], params["p"])
+
+        valid_probabilities(factory, case)
+        search_in_ball_and_bounds(factory, case)
+
+    holds()
