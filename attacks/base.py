@@ -57,6 +57,11 @@ class Attack:
     view: ClassVar[str] = "base"
     description: ClassVar[str] = ""
 
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.view not in VIEWS:
+            raise TypeError(f"{cls.__name__}.view must be one of {', '.join(VIEWS)} (got {cls.view!r})")
+
     def __init__(self, budget: int = 100) -> None:
         self.budget = check_positive_int(budget, "budget")
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from robustness_eval.stats import statistics
 from robustness_eval.types import AttackKind, Threat
 
 
@@ -128,8 +129,6 @@ class EvaluationResult:
         config = {**config, "threat": {"norm": threat.norm.value, "eps": threat.eps,
                                        "bounds": [threat.bounds.lower, threat.bounds.upper]},
                   "shell_parameters": shell.describe()}
-        from robustness_eval.stats import statistics
-
         extras = {"statistics": statistics([asdict(p) for p in points], n)}
         if "x2" in batteries:
             _, doubled, _ = _summarise(store, "x2", batteries["x2"], kinds, correct, n)
@@ -168,6 +167,3 @@ class EvaluationResult:
 
         self.save(directory)
         return write_report(directory, self.to_json())
-
-    def adversarial_tensor(self, target: str) -> dict[int, torch.Tensor]:
-        return self.adversarial.get(target, {})

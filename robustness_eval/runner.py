@@ -19,6 +19,7 @@ import zlib
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from attacks.base import Attack
 from attacks.registry import build_battery
@@ -198,7 +199,5 @@ def _print_rung(store: ResultStore, phase: str, attack: Attack, target: str, cor
     if not rows:
         return
     alive = _alive(store, phase, target, correct[target], {a.name for a in done})
-    from tqdm.auto import tqdm
-
     tqdm.write(f"  {phase:4s} {target:5s} {attack.name:14s} robust accuracy "
                f"{float(alive.float().mean()):6.1%}  (+{sum(r['success'] for r in rows)} breaks)")

@@ -27,8 +27,11 @@ def test_verification_rejects_out_of_ball_out_of_bounds_and_correct(digits, digi
     hit = ok.success
     # the same misclassified points, pushed just outside the ball
     outside = x + (adv - x) * (threat.eps + 1e-3) / (adv - x).abs().amax(1, keepdim=True).clamp_min(1e-9)
-    far = verify(digits_standard, x[hit], outside[hit].clamp(0, 1), y[hit], threat)
-    assert not far.in_ball[(outside[hit].clamp(0, 1) - x[hit]).abs().amax(1) > threat.eps + 1e-5].any()
+    pushed = outside[hit].clamp(0, 1)
+    beyond = (pushed - x[hit]).abs().amax(1) > threat.eps + 1e-5
+    assert beyond.any(), "fixture: some pushed candidates must stay outside the ball"
+    far = verify(digits_standard, x[hit], pushed, y[hit], threat)
+    assert not far.in_ball[beyond].any() and not far.success[beyond].any()
     # out of bounds by more than the tolerance
     below = adv.clone()
     below[:, 0] = -0.01
