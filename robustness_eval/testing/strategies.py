@@ -44,10 +44,11 @@ class Case:
     bounds: Bounds
     classes: int
     seed: int
+    recipe: str = "values"
 
     def __repr__(self) -> str:
         flat = self.x.flatten(1)
-        values = flat.tolist() if flat.shape[1] <= 16 else f"<{flat.shape[1]} values, mean {float(flat.mean()):.3f}>"
+        values = flat.tolist() if flat.shape[1] <= 16 else f"<{flat.shape[1]} values from {self.recipe}>"
         return f"Case(seed={self.seed}, classes={self.classes}, shape={tuple(self.x.shape)}, x={values})"
 
 
@@ -67,20 +68,17 @@ def inputs(shape: tuple[int, ...], batch: st.SearchStrategy[int], bounds: Bounds
         lambda rows: torch.tensor(rows, dtype=torch.float32).reshape(len(rows), *shape))
 
 
-def seeded_inputs(shape: tuple[int, ...], batch: st.SearchStrategy[int], bounds: Bounds) -> st.SearchStrategy:
-    """Batches of a large shape from a seed: uniform, all at a bound, or a binary mix of both bounds."""
-    def build(n: int, seed: int, mode: str) -> torch.Tensor:
-        g = torch.Generator().manual_seed(seed)
-        u = torch.rand(n, *shape, generator=g)
-        if mode == "lower":
-            u = torch.zeros_like(u)
-        elif mode == "upper":
-            u = torch.ones_like(u)
-        elif mode == "binary":
-            u = (u > 0.5).float()
-        return bounds.lower + u * bounds.width
-
-    return st.builds(build, batch, st.integers(0, 2**16), st.sampled_from(["uniform", "lower", "upper", "binary"]))
+def seeded_batch(shape: tuple[int, ...], n: int, seed: int, mode: str, bounds: Bounds) -> torch.Tensor:
+    """A batch of a large shape from a seed: uniform, all at a bound, or a binary mix of both bounds."""
+    g = torch.Generator().manual_seed(seed)
+    u = torch.rand(n, *shape, generator=g)
+    if mode == "lower":
+        u = torch.zeros_like(u)
+    elif mode == "upper":
+        u = torch.ones_like(u)
+    elif mode == "binary":
+        u = (u > 0.5).float()
+    return bounds.lower + u * bounds.width
 
 
 def toward_boundary(model: nn.Module, x: torch.Tensor, bounds: Bounds, steps: int = 5,
@@ -105,11 +103,17 @@ def cases(draw, shapes: list[tuple[int, ...]] | None = None, max_batch: int = 4)
     bounds = Bounds(0.0, 1.0)
     model, classes, seed = draw(base_models(int(torch.tensor(shape).prod())))
     batch = st.integers(1, max_batch)
-    source = inputs if shape in SHAPES else seeded_inputs
-    x = draw(source(shape, batch, bounds))
+    if shape in SHAPES:
+        x, recipe = draw(inputs(shape, batch, bounds)), "values"
+    else:
+        n, data_seed = draw(batch), draw(st.integers(0, 2**16))
+        mode = draw(st.sampled_from(["uniform", "lower", "upper", "binary"]))
+        x = seeded_batch(shape, n, data_seed, mode, bounds)
+        recipe = f"seeded_batch(shape={shape}, n={n}, seed={data_seed}, mode={mode!r})"
     if draw(st.booleans()):
         x = toward_boundary(model.eval(), x, bounds)
-    return Case(model.eval(), x, bounds, classes, seed)
+        recipe += ", then toward_boundary(model, x)"
+    return Case(model.eval(), x, bounds, classes, seed, recipe)
 
 
 def shell_parameters() -> st.SearchStrategy[dict]:
