@@ -45,16 +45,18 @@ class Case:
     classes: int
     seed: int
     recipe: str = "values"
+    scale: float = 1.0
 
     def __repr__(self) -> str:
         flat = self.x.flatten(1)
         values = flat.tolist() if flat.shape[1] <= 16 else f"<{flat.shape[1]} values from {self.recipe}>"
-        return f"Case(seed={self.seed}, classes={self.classes}, shape={tuple(self.x.shape)}, x={values})"
+        return (f"Case(seed={self.seed}, classes={self.classes}, scale={self.scale:g}, shape={tuple(self.x.shape)}, "
+                f"x={values})")
 
 
 def base_models(in_features: int, classes: st.SearchStrategy[int] | None = None) -> st.SearchStrategy:
     """Small random MLPs (seeded, so a failing case can be rebuilt from its repr)."""
-    return st.builds(lambda c, s, k: (TinyMLP(in_features, c, s, k), c, s),
+    return st.builds(lambda c, s, k: (TinyMLP(in_features, c, s, k), c, s, k),
                      classes or st.integers(2, 5), st.integers(0, 2**16), st.sampled_from([0.5, 2.0, 6.0]))
 
 
@@ -101,7 +103,7 @@ def cases(draw, shapes: list[tuple[int, ...]] | None = None, max_batch: int = 4)
     shapes from a seed, sometimes pushed toward the decision boundary."""
     shape = draw(st.sampled_from(shapes or [*SHAPES, *DATASET_SHAPES]))
     bounds = Bounds(0.0, 1.0)
-    model, classes, seed = draw(base_models(int(torch.tensor(shape).prod())))
+    model, classes, seed, scale = draw(base_models(int(torch.tensor(shape).prod())))
     batch = st.integers(1, max_batch)
     if shape in SHAPES:
         x, recipe = draw(inputs(shape, batch, bounds)), "values"
@@ -113,7 +115,7 @@ def cases(draw, shapes: list[tuple[int, ...]] | None = None, max_batch: int = 4)
     if draw(st.booleans()):
         x = toward_boundary(model.eval(), x, bounds)
         recipe += ", then toward_boundary(model, x)"
-    return Case(model.eval(), x, bounds, classes, seed, recipe)
+    return Case(model.eval(), x, bounds, classes, seed, recipe, scale)
 
 
 def shell_parameters() -> st.SearchStrategy[dict]:
