@@ -14,6 +14,7 @@ ones and so reproduces an uninterrupted run exactly.
 
 from __future__ import annotations
 
+import copy
 import time
 import zlib
 
@@ -64,9 +65,12 @@ def resolve_battery(attacks: str | list[str] | list[Attack], budgets: dict[str, 
                     budget_scale: float = 1.0) -> list[Attack]:
     """Attack instances in run order from a preset, a comma list, names or instances."""
     if attacks and not isinstance(attacks, str) and isinstance(attacks[0], Attack):
-        if budget_scale != 1.0:
-            return order_battery([type(a)(budget=max(1, round(a.budget * budget_scale))) for a in attacks])
-        return order_battery(list(attacks))
+        scaled = []
+        for attack in attacks:  # a copy keeps every other setting of the caller's instance
+            attack = copy.copy(attack)
+            attack.budget = max(1, round(attack.budget * budget_scale))
+            scaled.append(attack)
+        return order_battery(scaled)
     return order_battery(build_battery(attacks, budgets, budget_scale))
 
 

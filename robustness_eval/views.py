@@ -85,10 +85,6 @@ class ShellAwareView(BaseModelView):
         self.threshold: float | None = shell.threshold
         self.randomized: bool = bool(shell.randomized)
 
-    @property
-    def has_per_class_search(self) -> bool:
-        return hasattr(self._shell, "per_class_search")
-
     def per_class_search(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The shell's own per-class search points (B, C, *input) and confidences as log-odds (B, C)."""
         return self._shell.per_class_search(x)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from robustness_eval.data import Dataset
-from robustness_eval.norms import ascent_direction, project
+from robustness_eval.norms import ascent_direction, project, random_in_ball
 from robustness_eval.progress import progress
 from robustness_eval.types import Norm, Threat
 
@@ -128,8 +128,6 @@ def load_model(dataset: Dataset, kind: str = "adversarial", seed: int = 0,
 def _pgd_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Threat,
                   steps: int, generator: torch.Generator) -> torch.Tensor:
     """PGD with a random start on cross-entropy, the inner maximisation of adversarial training."""
-    from robustness_eval.norms import random_in_ball
-
     z = project(x + random_in_ball(tuple(x.shape), threat.eps, threat.norm, generator),
                 x, threat.eps, threat.norm, threat.bounds)
     step = 2.5 * threat.eps / steps

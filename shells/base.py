@@ -60,8 +60,3 @@ class IdentityShell(Shell):
     def search(self, x: torch.Tensor) -> torch.Tensor:
         return x.detach().clone()
 
-
-def logits_in_chunks(model: nn.Module, x: torch.Tensor, chunk: int) -> torch.Tensor:
-    """F(x) without a graph, evaluated `chunk` rows at a time to bound memory."""
-    with torch.no_grad():
-        return torch.cat([model(x[i : i + chunk]) for i in range(0, len(x), chunk)])

@@ -85,10 +85,12 @@ class NCNShell(Shell):
         x = x.detach()
         with torch.no_grad():
             already = torch.softmax(self.base_model(x), dim=1).amax(dim=1) >= self.threshold
-        solve = self._bisection if self.method == "bisection" else self._penalty
-        z, feasible = solve(x)
-        keep = already.view(-1, *([1] * (x.dim() - 1)))
-        return torch.where(keep, x, z), feasible | already
+        z, feasible = x.clone(), already.clone()
+        todo = (~already).nonzero().squeeze(1)
+        if len(todo):  # only points not yet p-confident need a search
+            solve = self._bisection if self.method == "bisection" else self._penalty
+            z[todo], feasible[todo] = solve(x[todo])
+        return z, feasible
 
     def _confidence(self, z: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
