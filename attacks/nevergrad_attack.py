@@ -11,6 +11,8 @@ all points × candidates to the oracle in one call; the loss is the negative mar
 
 from __future__ import annotations
 
+import gc
+
 import nevergrad as ng
 import numpy as np
 import torch
@@ -62,6 +64,20 @@ class NevergradAttack(Attack):
             param.random_state = np.random.RandomState(seed)
             optimizers.append(ng.optimizers.registry[self.optimizer](
                 parametrization=param, budget=budget, num_workers=self.workers))
+        try:
+            return self._search(optimizers, oracle, x, y, threat, dim, layout)
+        except Exception as error:  # re-raised below without its traceback
+            failure = f"{type(error).__name__}: {error}"
+        finally:
+            # Recast optimizers (NGOpt's sub-solvers) run in threads that stop only when the
+            # optimizer is collected. A traceback keeps them alive, and the interpreter then
+            # never exits; so the error is re-raised without it, after a collection.
+            optimizers.clear()
+            gc.collect()
+        raise RuntimeError(f"Nevergrad optimizer {self.optimizer} failed: {failure}")
+
+    def _search(self, optimizers, oracle, x, y, threat: Threat, dim: int, layout) -> AttackOutput:
+        n, shape = x.shape[0], tuple(x.shape[1:])
         best = x.clone()
         found = torch.zeros(n, dtype=torch.bool)
         best_loss = torch.full((n,), float("-inf"))

@@ -53,6 +53,61 @@ def test_black_box_attack_breaks_undefended_model_within_budget(name, clean, dig
     assert rate >= 0.9, f"{name}: {rate:.0%}"
 
 
+@pytest.mark.parametrize("name", [n for n in BLACK_BOX if n.startswith("ng-")])
+def test_nevergrad_attack_spends_its_whole_budget_and_leaves_no_thread(name, clean, digits_standard):
+    # at a tiny ε nothing breaks, so every optimizer runs to its budget (NGOpt reaches its
+    # meta-model stage, which broke under numpy 2.4) and its worker threads must be gone after
+    import threading
+    x, y = clean[0][:2], clean[1][:2]
+    attack = ATTACKS[name]()
+    oracle = CountingOracle(IdentityShell(digits_standard), len(y), attack.budget)
+    attack(oracle, x, y, Threat("linf", 1e-3))
+    assert (oracle.queries > attack.budget - attack.workers).all()
+    assert torch.equal(oracle.queries, oracle.rows_seen)
+    assert [t for t in threading.enumerate() if not t.daemon] == [threading.main_thread()]
+
+
+def test_ngopt_meta_model_stage_runs_with_the_installed_numpy():
+    # NGOpt's meta-model converts 1-element arrays with float(), an error from numpy 2.4 on;
+    # a smooth objective makes it fit and use its quadratic model (the pin keeps this working)
+    import nevergrad as ng
+    import numpy as np
+    param = ng.p.Array(shape=(16,))
+    param.random_state = np.random.RandomState(0)
+    optimizer = ng.optimizers.registry["NGOpt"](parametrization=param, budget=400, num_workers=8)
+    target = np.random.RandomState(1).randn(16)
+    for _ in range(50):
+        for candidate in [optimizer.ask() for _ in range(8)]:
+            optimizer.tell(candidate, float(((candidate.value - target) ** 2).sum()))
+    assert ((optimizer.recommend().value - target) ** 2).sum() < 1.0
+
+
+class FailingOracle(ShellOracle):
+    """An oracle that breaks down after a few calls, as a crashed model would."""
+
+    def __init__(self, *args, calls: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls_left = calls
+
+    def __call__(self, x, point_index):
+        self.calls_left -= 1
+        if self.calls_left < 0:
+            raise OSError("model server went away")
+        return super().__call__(x, point_index)
+
+
+def test_failed_nevergrad_run_raises_and_stops_its_optimizer_threads(clean, digits_standard):
+    # Powell runs in a recast thread that only stops when its optimizer is collected: an
+    # error that kept it alive would leave the interpreter unable to exit
+    import threading
+    x, y = clean[0][:2], clean[1][:2]
+    attack = ATTACKS["ng-cma"](budget=200, workers=1, optimizer="Powell")
+    oracle = FailingOracle(IdentityShell(digits_standard), len(y), 200, calls=3)
+    with pytest.raises(RuntimeError, match="Powell failed: OSError: model server went away"):
+        attack(oracle, x, y, Threat("linf", 1e-3))
+    assert [t for t in threading.enumerate() if not t.daemon] == [threading.main_thread()]
+
+
 def test_noise_baseline_is_counted_and_grows_with_eps(clean, digits_standard):
     x, y = clean
     shell = IdentityShell(digits_standard)
