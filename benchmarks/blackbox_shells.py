@@ -13,6 +13,7 @@ from benchmarks.common import CountingModule, setting, timed
 from robustness_eval.types import Threat
 from robustness_eval.verify import verify
 from robustness_eval.views import ShellOracle
+from robustness_eval.zoo import MLP
 from shells import MCNShell
 
 
@@ -44,11 +45,23 @@ def run(points: int = 40, eps: float = 0.2, budget: int = 200) -> dict:
         counter = CountingModule(lambda z: torch.log(shell(z).clamp_min(1e-12)))
         adv, seconds = timed(lambda: torchattacks.Square(counter, eps=eps, n_queries=budget, p_init=0.05)(x, y))
         rows.append(_score(shell, x, y, threat, adv, counter.rows, seconds, "torchattacks Square (same shell)"))
+    return {"points": len(y), "eps": eps, "budget": budget, "rows": rows, "cost": query_cost(model, x[:20], bounds)}
+
+
+def query_cost(model, z: torch.Tensor, bounds) -> list[dict]:
+    """Seconds per MCN query on `z` as inner steps, restarts and the number of classes grow.
+
+    The classes sweep uses untrained MLPs of the digits model's shape with C outputs: the cost of
+    a query depends on the shapes, not on the weights.
+    """
     cost = []
-    z = x[:20]
-    for label, kwargs in (("steps", [5, 10, 20]), ("restarts", [1, 2, 4])):
-        for value in kwargs:
-            probe = MCNShell(model, 0.1, "linf", bounds, **{label: value})
+    for label, values in (("steps", [5, 10, 20, 40]), ("restarts", [1, 2, 4, 8]), ("classes", [2, 5, 10, 20, 40])):
+        for value in values:
+            if label == "classes":
+                torch.manual_seed(0)
+                probe = MCNShell(MLP(z[0].numel(), value), 0.1, "linf", bounds)
+            else:
+                probe = MCNShell(model, 0.1, "linf", bounds, **{label: value})
             _, seconds = timed(lambda p=probe: p(z), repeats=2)
             cost.append({"parameter": label, "value": value, "seconds_per_query": seconds / len(z)})
-    return {"points": len(y), "eps": eps, "budget": budget, "rows": rows, "cost": cost}
+    return cost

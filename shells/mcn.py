@@ -83,8 +83,9 @@ class MCNShell(Shell):
         return self._patterns[key]
 
     def _score(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """The selection score of each row: log-odds of F(z)_target."""
-        return log_odds(logits, target[:, None]).squeeze(1)
+        """The selection score of each row: log-odds of F(z)_target (one class per row)."""
+        own = logits.gather(1, target[:, None]).squeeze(1)
+        return own - torch.logsumexp(logits.scatter(1, target[:, None], float("-inf")), dim=1)
 
     def _objective(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.objective == "cw":
@@ -131,19 +132,21 @@ class MCNShell(Shell):
         with torch.no_grad():
             at_x = log_odds(self.base_model(x), torch.arange(c, device=x.device).repeat(b, 1))
         best_conf = at_x[:, :, None].expand(b, c, r).reshape(-1).clone()  # x is always a candidate
-        with torch.enable_grad():
-            for k in range(self.steps + 1):
-                z.requires_grad_(True)
+        for k in range(self.steps + 1):
+            last = k == self.steps  # the last point is only scored: no graph needed
+            with torch.set_grad_enabled(not last):
+                z.requires_grad_(not last)
                 logits = self.base_model(z)
-                conf = self._score(logits.detach(), target)
-                better = conf > best_conf
-                best_conf = torch.where(better, conf, best_conf)
-                best_z = torch.where(better.view(-1, *([1] * len(shape))), z.detach(), best_z)
-                if k == self.steps:
-                    break
-                (grad,) = torch.autograd.grad(self._objective(logits, target).sum(), z)
-                z = project(z.detach() + step * ascent_direction(grad, self.norm), center,
-                            row_radius, self.norm, self.bounds)
+                objective = None if last else self._objective(logits, target).sum()
+            conf = self._score(logits.detach(), target)
+            better = conf > best_conf
+            best_conf = torch.where(better, conf, best_conf)
+            best_z = torch.where(better.view(-1, *([1] * len(shape))), z.detach(), best_z)
+            if last:
+                break
+            (grad,) = torch.autograd.grad(objective, z)
+            z = project(z.detach() + step * ascent_direction(grad, self.norm), center,
+                        row_radius, self.norm, self.bounds)
         best_conf = best_conf.view(b, c, r)
         pick = best_conf.argmax(dim=2)  # best restart per class
         conf = best_conf.gather(2, pick[..., None]).squeeze(2)

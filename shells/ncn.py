@@ -97,19 +97,21 @@ class NCNShell(Shell):
             return torch.softmax(self.base_model(z), dim=1).amax(dim=1)
 
     def _bisection(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        n = x.shape[0]
-        hi = torch.full((n,), self.radius, dtype=x.dtype, device=x.device)
+        limit = torch.full((x.shape[0],), self.radius, dtype=x.dtype, device=x.device)
+        z_limit = self._mcn_point(x, limit)
+        feasible = self._confidence(z_limit) >= self.threshold
+        todo = feasible.nonzero().squeeze(1)  # a point that misses p at the limit keeps z_limit
+        x, hi, z_hi = x[todo], limit[todo], z_limit[todo]
         lo = torch.zeros_like(hi)
-        z_hi = self._mcn_point(x, hi)
-        feasible = self._confidence(z_hi) >= self.threshold
-        for _ in range(self.rounds):
+        for _ in range(self.rounds if len(todo) else 0):
             mid = (lo + hi) / 2
             z_mid = self._mcn_point(x, mid)
-            ok = (self._confidence(z_mid) >= self.threshold) & feasible
+            ok = self._confidence(z_mid) >= self.threshold
             hi = torch.where(ok, mid, hi)
             lo = torch.where(ok, lo, mid)
             z_hi = torch.where(ok.view(-1, *([1] * (x.dim() - 1))), z_mid, z_hi)
-        return z_hi, feasible
+        z_limit[todo] = z_hi
+        return z_limit, feasible
 
     def _mcn_point(self, x: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
         z, conf = self._mcn.per_class_search(x, radius)
