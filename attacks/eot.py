@@ -1,11 +1,23 @@
-"""EOT: expectation over the randomized shell's own sampling.
+"""EOT: gradients averaged over random transformations of the input.
 
-Paper: Athalye et al., "Synthesizing Robust Adversarial Examples", ICML 2018 (and BPDA+EOT in
-"Obfuscated Gradients…", ICML 2018). Threat: L∞ or L2, ε. View: shell-aware (F white-box and
-the shell's sampling of neighbours). Budget: outer iterations (default 30). Each iteration draws
-`draws` neighbours u of the current point from the shell's own distribution, passes the gradient
-straight through the draw (u = x' + (u − x').detach()), and ascends the margin of the mean
-probabilities. Queries: neighbours drawn per point. `draws=1` is the single-draw attack.
+Paper: Athalye et al., "Synthesizing Robust Adversarial Examples", ICML 2018, and BPDA+EOT in
+Athalye, Carlini & Wagner, "Obfuscated Gradients Give a False Sense of Security", ICML 2018.
+Threat: L∞ or L2, ε. View: shell-aware (F white-box and the shell's own sampling or search).
+Budget: outer iterations (default 30) of PGD on the margin of the mean probabilities.
+
+- Randomized shell (vote): each iteration draws `draws` neighbours u of the current point from
+  the shell's own distribution and passes the gradient straight through the draw
+  (u = x' + (u − x').detach()). Queries: neighbours drawn per point. `draws=1` is the
+  single-draw attack.
+- Deterministic search shell (MCN, NCN), BPDA+EOT: the shell's selection of z* = H(x') is
+  piecewise constant in x', so the straight-through gradient jumps between classes' search
+  points. Each iteration draws `draws` points x' + u (u uniform in the `spread`·ε ball, clipped
+  to the bounds), runs the shell's search on each and averages F's probabilities at the search
+  points, with the gradient passed straight through H; one more search at x' itself decides
+  success. Queries: shell searches per point, (draws + 1) per iteration.
+
+Defaults: 32 draws on a randomized shell (one forward of F each), 8 on a search shell (one
+shell search each); spread 0.25.
 """
 
 from __future__ import annotations
@@ -15,43 +27,62 @@ import torch
 from attacks.base import Attack, AttackOutput
 from attacks.losses import margin
 from attacks.pgd import projected_ascent
-from robustness_eval.types import AttackKind, Threat, check_positive_int
+from robustness_eval.norms import random_in_ball
+from robustness_eval.types import AttackKind, Threat, check_nonnegative, check_positive_int
 
 
 class EOT(Attack):
-    """PGD on the mean probabilities over the shell's random neighbours (see module docstring)."""
+    """PGD on the mean probabilities over random transformations (see module docstring)."""
 
     name = "eot"
     kind = AttackKind.EOT
     view = "shell-aware"
-    description = "EOT: gradients averaged over the randomized shell's own draws"
+    description = "EOT: gradients averaged over the shell's draws, or BPDA over input noise on search shells"
 
-    def __init__(self, budget: int = 30, draws: int = 32) -> None:
+    def __init__(self, budget: int = 30, draws: int | None = None, spread: float = 0.25) -> None:
         super().__init__(budget)
-        self.draws = check_positive_int(draws, "draws")
+        self.draws = None if draws is None else check_positive_int(draws, "draws")
+        self.spread = check_nonnegative(spread, "spread")
 
     def applies_to(self, shell_kind: str, randomized: bool) -> bool:
-        return randomized
+        return randomized or shell_kind in ("mcn", "ncn")
 
-    def _neighbours(self, view, z: torch.Tensor) -> torch.Tensor:
+    def _shell_draws(self, view, z: torch.Tensor, draws: int) -> torch.Tensor:
         taken = []
         count = 0
-        while count < self.draws:
+        while count < draws:
             batch = view.sample_points(z.detach())  # (n, samples, *input)
             taken.append(batch)
             count += batch.shape[1]
-        return torch.cat(taken, dim=1)[:, : self.draws]
+        return torch.cat(taken, dim=1)[:, :draws]
 
     def _run(self, view, x, y, threat: Threat, budget: int, generator) -> AttackOutput:
+        randomized = view.randomized
+        draws = self.draws or (32 if randomized else 8)
+        shape = tuple(x.shape[1:])
 
-        def objective(z: torch.Tensor):
-            u = self._neighbours(view, z)
-            through = z[:, None] + (u - z[:, None]).detach()
-            probs = torch.softmax(view.logits(through.flatten(0, 1)), 1).view(*u.shape[:2], -1)
-            mean = probs.mean(dim=1)
+        def mean_probs(through: torch.Tensor) -> torch.Tensor:  # (n, draws, *input) → (n, classes)
+            logits = view.logits(through.flatten(0, 1))
+            return torch.softmax(logits, 1).view(*through.shape[:2], -1).mean(dim=1)
+
+        def vote_objective(z: torch.Tensor):
+            u = self._shell_draws(view, z, draws)
+            mean = mean_probs(z[:, None] + (u - z[:, None]).detach())
             return margin(torch.log(mean + 1e-12), y), mean.detach().argmax(1) != y
 
+        def search_objective(z: torch.Tensor):
+            noise = random_in_ball((z.shape[0] * draws, *shape), self.spread * threat.eps, threat.norm,
+                                   generator, dtype=z.dtype).view(z.shape[0], draws, *shape)
+            moved = (z[:, None] + noise).clamp(threat.bounds.lower, threat.bounds.upper)
+            found = view.search(moved.detach().flatten(0, 1)).view_as(moved)
+            mean = mean_probs(moved + (found - moved).detach())  # forward H(u), backward identity
+            with torch.no_grad():
+                wrong = view.logits(view.search(z.detach())).argmax(1) != y
+            return margin(torch.log(mean + 1e-12), y), wrong
+
+        objective = vote_objective if randomized else search_objective
         best, done, _, trace = projected_ascent(objective, x, threat.eps, threat.norm, threat.bounds,
                                                 budget, 2.5 * threat.eps / budget, x)
-        return AttackOutput(best, done, torch.full((x.shape[0],), len(trace) * self.draws),
+        per_step = draws if randomized else draws + 1
+        return AttackOutput(best, done, torch.full((x.shape[0],), len(trace) * per_step),
                             {"loss": trace})

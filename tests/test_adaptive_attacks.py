@@ -186,6 +186,21 @@ def test_eot_beats_a_single_draw_attack_on_the_vote_shell(digits, digits_adversa
     assert rates[64] > rates[1], rates
 
 
+def test_eot_on_a_search_shell_averages_bpda_over_input_noise(clean, digits_standard):
+    from shells import MCNShell
+
+    x, y = clean
+    shell = MCNShell(digits_standard, 0.05, "linf", steps=5)
+    threat = Threat("linf", 0.3)
+    attack = ATTACKS["eot"](budget=10, draws=4)
+    assert attack.applies_to("mcn", False) and attack.applies_to("vote", True)
+    assert not attack.applies_to("none", False)
+    out = attack(ShellAwareView(digits_standard, shell, threat.bounds), x, y, threat, seed=0)
+    steps_taken = len(out.trace["loss"])
+    assert torch.equal(out.queries, torch.full_like(out.queries, 5 * steps_taken))  # 4 draws + x' itself
+    assert verify(shell, x, out.x_adv, y, threat).success.float().mean() >= 0.9
+
+
 def test_every_attack_docstring_names_paper_threat_view_and_budget():
     import inspect
 
