@@ -1,7 +1,8 @@
 """Nevergrad optimizers as black-box attacks on the shell.
 
-Library: Nevergrad (Rapin & Teytaud 2018); any optimizer in `nevergrad.optimizers.registry`
-(tried: CMA, DiagonalCMA, DE, OnePlusOne, NGOpt, TBPSA). Threat: L∞ or L2, ε.
+Paper: Rapin & Teytaud, "Nevergrad - A gradient-free optimization platform", 2018 (the
+library); any optimizer in `nevergrad.optimizers.registry` (tried: CMA, DiagonalCMA, DE,
+OnePlusOne, NGOpt, TBPSA). Threat: L∞ or L2, ε.
 View: the shell as a black box (oracle). Budget: oracle queries per point (default 400).
 The perturbation lives on a coarse grid (`grid`² cells per channel, or `grid`·2 cells for flat
 inputs), upsampled to the input by nearest neighbour; L∞ maps it through ε·tanh, L2 projects
@@ -12,6 +13,7 @@ all points × candidates to the oracle in one call; the loss is the negative mar
 from __future__ import annotations
 
 import gc
+import warnings
 
 import nevergrad as ng
 import numpy as np
@@ -65,7 +67,12 @@ class NevergradAttack(Attack):
             optimizers.append(ng.optimizers.registry[self.optimizer](
                 parametrization=param, budget=budget, num_workers=self.workers))
         try:
-            return self._search(optimizers, oracle, x, y, threat, dim, layout)
+            with warnings.catch_warnings():
+                # NGOpt's meta-model fits a quadratic (scikit-learn) and minimises it (scipy's
+                # Powell), both warning about overflow on flat losses: internal to the
+                # optimizer, not about the results
+                warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"(scipy|sklearn)\.")
+                return self._search(optimizers, oracle, x, y, threat, dim, layout)
         except Exception as error:  # re-raised below without its traceback
             failure = f"{type(error).__name__}: {error}"
         finally:

@@ -206,7 +206,7 @@ def test_every_attack_docstring_names_paper_threat_view_and_budget():
 
     for name, cls in ATTACKS.items():
         text = inspect.getmodule(cls).__doc__ or ""
-        for word in ("Threat", "View", "Budget"):
+        for word in ("Paper", "Threat", "View", "Budget", "default"):
             assert word.lower() in text.lower(), f"{name}'s module docstring lacks '{word}'"
 
 

@@ -67,6 +67,18 @@ def test_unknown_attack_lists_valid_names():
         build_battery("pgd,spsaa")
 
 
+def test_full_preset_covers_every_attack_and_kind_and_applies_to_mcn():
+    from robustness_eval.types import AttackKind
+
+    battery = build_battery("full", budgets={"square": 7})
+    assert [a.name for a in battery] == list(ATTACKS)
+    assert {a.kind for a in battery} == set(AttackKind)
+    assert next(a for a in battery if a.name == "square").budget == 7  # user budgets win over the preset
+    # on the default (deterministic MCN) run every kind must have at least one applicable attack
+    kinds = {a.kind for a in battery if a.applies_to("mcn", False)}
+    assert kinds == set(AttackKind)
+
+
 def test_attack_is_deterministic_for_a_seed(digits, digits_standard):
     x, y = _clean_correct(digits, digits_standard, 20)
     view = BaseModelView(digits_standard, digits.bounds)
