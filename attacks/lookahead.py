@@ -1,6 +1,6 @@
 """The shell-aware look-ahead attack: plant a confident wrong neighbour the shell will find.
 
-Idea (this suite; the ε+δ reasoning follows Wu et al.'s own analysis of MCN): if some x'' within
+Paper: none; the ε+δ reasoning follows Wu et al.'s own analysis of MCN: if some x'' within
 ε + δ of x is classified as t ≠ y by F with high confidence, its projection x' onto the ε-ball
 lies within δ of x'', so MCN's search from x' can reach x''. For NCN the target confidence is
 p at radius ε: then F(x') ≥ p and NCN returns x' unchanged, labelled t.

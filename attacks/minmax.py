@@ -7,6 +7,9 @@ gradient of a max over the inner search is the gradient at the maximiser, so eac
 runs the shell's search once, holds the offsets d_t = z_t − x' fixed, and differentiates
 log F(x' + d_t)_t with respect to x'.
 
+Paper: the min-max view of robustness and Danskin's theorem follow Madry et al., "Towards Deep
+Learning Models Resistant to Adversarial Attacks", ICLR 2018; applying it through a shell's own
+inner search is this suite's.
 Threat: L∞ or L2, ε. View: shell-aware (F white-box and the shell's per-class search).
 Budget: outer iterations (default 30). Queries: shell searches per point (one per iteration).
 Defaults: step 2.5·ε/iterations, start at x, the first iterate the shell misclassifies is kept.

@@ -1,5 +1,8 @@
 """Random-noise baseline: how many points fall to noise alone.
 
+Paper: Carlini et al., "On Evaluating Adversarial Robustness", 2019, ask for it as a check: an
+attack that does worse than noise is broken.
+
 Threat: L∞ (uniform sign noise at the corners of the ε-box) or L2 (uniform on the ε-sphere).
 View: the shell through the query-counting oracle. Budget: draws per point (default 100), sent
 in batches of `batch` draws; a point stops at its first misclassified draw.
