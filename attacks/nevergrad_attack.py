@@ -72,6 +72,9 @@ class NevergradAttack(Attack):
                 # Powell), both warning about overflow on flat losses: internal to the
                 # optimizer, not about the results
                 warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"(scipy|sklearn)\.")
+                # its float() of a 1-element array: the deprecation behind the numpy pin
+                warnings.filterwarnings("ignore", category=DeprecationWarning,
+                                        module=r"nevergrad\.optimization\.metamodel")
                 return self._search(optimizers, oracle, x, y, threat, dim, layout)
         except Exception as error:  # re-raised below without its traceback
             failure = f"{type(error).__name__}: {error}"

@@ -67,6 +67,7 @@ def test_nevergrad_attack_spends_its_whole_budget_and_leaves_no_thread(name, cle
     assert [t for t in threading.enumerate() if not t.daemon] == [threading.main_thread()]
 
 
+@pytest.mark.filterwarnings("ignore:Conversion of an array with ndim > 0:DeprecationWarning")
 def test_ngopt_meta_model_stage_runs_with_the_installed_numpy():
     # NGOpt's meta-model converts 1-element arrays with float(), an error from numpy 2.4 on;
     # a smooth objective makes it fit and use its quadratic model (the pin keeps this working)
