@@ -103,6 +103,23 @@ def test_mcn_is_batch_independent(digits, digits_standard):
     assert torch.allclose(together, alone, atol=1e-5)
 
 
+@pytest.mark.parametrize("restarts", [1, 2])
+def test_batched_searches_equal_a_naive_per_point_loop(digits, digits_standard, restarts):
+    # the benchmarks' naive references (one point, class and restart at a time) must agree
+    # with the batched shells, NCN's early stop for points infeasible at its limit included
+    from benchmarks.shell_throughput import naive_mcn, naive_ncn
+
+    x = digits.x_test[:40]
+    mcn = MCNShell(digits_standard, 0.1, "linf", steps=5, restarts=restarts)
+    assert torch.allclose(mcn.search(x[:4]), naive_mcn(mcn, x[:4]), atol=1e-5)
+    ncn = NCNShell(digits_standard, 0.999, "linf", max_radius=0.05, steps=5, rounds=3, restarts=restarts)
+    with torch.no_grad():
+        unsure = x[torch.softmax(digits_standard(x), 1).amax(1) < 0.999][:6]
+    found = ncn.search(unsure)
+    assert ncn.last_infeasible.any() and not ncn.last_infeasible.all()  # both branches exercised
+    assert torch.allclose(found, naive_ncn(ncn, unsure), atol=1e-5)
+
+
 def test_vote_shell_is_seeded_and_returns_probabilities(digits, digits_standard):
     x = digits.x_test[:10]
     a = VoteShell(digits_standard, 0.1, seed=3)(x)
