@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+
+import nevergrad as ng
+import numpy as np
 import pytest
 import torch
 
@@ -57,7 +61,6 @@ def test_black_box_attack_breaks_undefended_model_within_budget(name, clean, dig
 def test_nevergrad_attack_spends_its_whole_budget_and_leaves_no_thread(name, clean, digits_standard):
     # at a tiny ε nothing breaks, so every optimizer runs to its budget (NGOpt reaches its
     # meta-model stage, which broke under numpy 2.4) and its worker threads must be gone after
-    import threading
     x, y = clean[0][:2], clean[1][:2]
     attack = ATTACKS[name]()
     oracle = CountingOracle(IdentityShell(digits_standard), len(y), attack.budget)
@@ -71,8 +74,6 @@ def test_nevergrad_attack_spends_its_whole_budget_and_leaves_no_thread(name, cle
 def test_ngopt_meta_model_stage_runs_with_the_installed_numpy():
     # NGOpt's meta-model converts 1-element arrays with float(), an error from numpy 2.4 on;
     # a smooth objective makes it fit and use its quadratic model (the pin keeps this working)
-    import nevergrad as ng
-    import numpy as np
     param = ng.p.Array(shape=(16,))
     param.random_state = np.random.RandomState(0)
     optimizer = ng.optimizers.registry["NGOpt"](parametrization=param, budget=400, num_workers=8)
@@ -100,7 +101,6 @@ class FailingOracle(ShellOracle):
 def test_failed_nevergrad_run_raises_and_stops_its_optimizer_threads(clean, digits_standard):
     # Powell runs in a recast thread that only stops when its optimizer is collected: an
     # error that kept it alive would leave the interpreter unable to exit
-    import threading
     x, y = clean[0][:2], clean[1][:2]
     attack = ATTACKS["ng-cma"](budget=200, workers=1, optimizer="Powell")
     oracle = FailingOracle(IdentityShell(digits_standard), len(y), 200, calls=3)
