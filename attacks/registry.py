@@ -27,11 +27,11 @@ ATTACKS: dict[str, type[Attack]] = {
     )
 }
 
-# Through a search shell every black-box query is a whole search (about 0.5 ms on the digits
-# MLP here), so `full` trims some black-box budgets to keep the default run under an hour on 2
-# cores: Square and SPSA keep their defaults; the six Nevergrad optimizers and the two
-# decision-based attacks get less. The convergence pass doubles every budget, which says whether
-# these were enough.
+# Through a search shell every black-box query is a whole search (0.5–1.2 ms per point on the
+# digits MLP here, benchmarks/RESULTS.md), so `full` trims some black-box budgets to keep the
+# default run under an hour on 2 cores: Square and SPSA keep their defaults; the six Nevergrad
+# optimizers and the two decision-based attacks get less. The convergence pass doubles every
+# budget, which says whether these were enough.
 FULL_BUDGETS = {"hsj": 500, "boundary": 500, **{a.name: 200 for a in NEVERGRAD_ATTACKS}}
 
 PRESETS: dict[str, list[tuple[str, int | None]]] = {

@@ -25,12 +25,10 @@ from shells.base import Shell
 OBJECTIVES = ("logprob", "cw")
 
 
-def log_odds(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-    """log(F_t / (1 − F_t)) = l_t − logsumexp_{j≠t} l_j for each column t of `classes`."""
-    own = logits.gather(1, classes)
-    expanded = logits[:, None, :].expand(-1, classes.shape[1], -1)
-    others = expanded.scatter(2, classes[..., None], float("-inf"))
-    return own - torch.logsumexp(others, dim=2)
+def log_odds(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """log(F_t / (1 − F_t)) = l_t − logsumexp_{j≠t} l_j, with t = `target[i]` for row i."""
+    own = logits.gather(1, target[:, None]).squeeze(1)
+    return own - torch.logsumexp(logits.scatter(1, target[:, None], float("-inf")), dim=1)
 
 
 class MCNShell(Shell):
@@ -83,9 +81,8 @@ class MCNShell(Shell):
         return self._patterns[key]
 
     def _score(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """The selection score of each row: log-odds of F(z)_target (one class per row)."""
-        own = logits.gather(1, target[:, None]).squeeze(1)
-        return own - torch.logsumexp(logits.scatter(1, target[:, None], float("-inf")), dim=1)
+        """The selection score of each row: log-odds of F(z)_target."""
+        return log_odds(logits, target)
 
     def _objective(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.objective == "cw":
@@ -129,9 +126,8 @@ class MCNShell(Shell):
                 else torch.full_like(row_radius, self.step_size)).view(-1, *([1] * len(shape)))
 
         best_z = center.clone()
-        with torch.no_grad():
-            at_x = log_odds(self.base_model(x), torch.arange(c, device=x.device).repeat(b, 1))
-        best_conf = at_x[:, :, None].expand(b, c, r).reshape(-1).clone()  # x is always a candidate
+        with torch.no_grad():  # x is always a candidate: every row starts with its score at x
+            best_conf = self._score(self.base_model(x).repeat_interleave(c * r, dim=0), target)
         for k in range(self.steps + 1):
             last = k == self.steps  # the last point is only scored: no graph needed
             with torch.set_grad_enabled(not last):
