@@ -2,13 +2,20 @@
 
 `standard` models minimise cross-entropy; `adversarial` models are PGD-trained (Madry et al.
 2018) at the data set's default ε. Weights are stored as a state dict and loaded with
-`torch.load(weights_only=True)`; the cache directory is `$ROBUSTNESS_EVAL_CACHE` or
-`~/.cache/robustness_eval`.
+`torch.load(weights_only=True)`.
+
+Training is deterministic on one machine but not bit-identical across machines (BLAS kernels
+differ), so the weights of the bundled recipes (digits, synthetic and the MNIST t10k split, seed 0)
+ship inside the package under `zoo_weights/` with their hashes: every machine evaluates the same
+model. Other models are trained on first use and cached in `$ROBUSTNESS_EVAL_CACHE` (default
+`~/.cache/robustness_eval`); `robustness-eval train --retrain` retrains and says whether the
+result matches the shipped weights.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +23,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from robustness_eval.ascent import ascent_step
 from robustness_eval.data import Dataset
-from robustness_eval.norms import ascent_direction, project, random_in_ball
+from robustness_eval.norms import project, random_in_ball
 from robustness_eval.progress import progress
 from robustness_eval.types import Norm, Threat
 
 MODEL_KINDS = ("standard", "adversarial")
+SHIPPED_DIR = Path(__file__).resolve().parent / "zoo_weights"
+SHIPPED_INDEX = SHIPPED_DIR / "hashes.json"
 
 
 @dataclass(frozen=True)
@@ -104,24 +114,49 @@ def model_hash(model: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+def weights_name(dataset: Dataset, kind: str, seed: int) -> str:
+    """The file name of a zoo model's weights: the recipe, the training data's content and the seed in
+    the key (not the data's path, so a copy of the data anywhere finds the same weights)."""
+    recipe = RECIPES[(dataset.name, kind)]
+    training = hashlib.sha256(dataset.x_train.float().contiguous().numpy().tobytes()
+                              + dataset.y_train.long().contiguous().numpy().tobytes()).hexdigest()
+    key = hashlib.sha256(repr((dataset.name, training, kind, seed, recipe)).encode())
+    return f"{dataset.name}-{kind}-{seed}-{key.hexdigest()[:12]}.pt"
+
+
+def shipped_hash(dataset: Dataset, kind: str, seed: int = 0) -> str | None:
+    """The model hash of the shipped weights for this recipe, or None when none ship."""
+    if not SHIPPED_INDEX.exists():
+        return None
+    return json.loads(SHIPPED_INDEX.read_text()).get(weights_name(dataset, kind, seed))
+
+
 def load_model(dataset: Dataset, kind: str = "adversarial", seed: int = 0,
                retrain: bool = False, quiet: bool = True) -> nn.Module:
-    """The zoo model for `dataset`, trained once and cached; returned in eval mode."""
+    """The zoo model for `dataset`: shipped weights, else cached, else trained once and cached; in eval mode."""
     if kind not in MODEL_KINDS:
         raise ValueError(f"unknown model {kind!r}; choose one of: {', '.join(MODEL_KINDS)}, "
                          "or pass your own torch.nn.Module to evaluate()")
-    recipe = RECIPES[(dataset.name, kind)]
-    key = hashlib.sha256(repr((dataset.name, dataset.split, kind, seed, recipe)).encode())
-    path = cache_dir() / f"{dataset.name}-{kind}-{seed}-{key.hexdigest()[:12]}.pt"
+    if (dataset.name, kind) not in RECIPES:
+        raise ValueError(f"the zoo has no {kind} model for data set {dataset.name!r}; pass your own model")
+    name = weights_name(dataset, kind, seed)
     model = build_architecture(dataset)
-    if path.exists() and not retrain:
-        model.load_state_dict(torch.load(path, weights_only=True))
+    shipped, cached = SHIPPED_DIR / name, cache_dir() / name
+    if shipped.exists() and not retrain:
+        model.load_state_dict(torch.load(shipped, weights_only=True))
+        expected = shipped_hash(dataset, kind, seed)
+        if model_hash(model) != expected:
+            raise RuntimeError(f"shipped weights {shipped} do not match their recorded hash {expected}; "
+                               "reinstall the package")
+    elif cached.exists() and not retrain:
+        model.load_state_dict(torch.load(cached, weights_only=True))
     else:
-        train(model, dataset, recipe, seed, quiet=quiet)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".tmp")
+        train(model, dataset, RECIPES[(dataset.name, kind)], seed, quiet=quiet)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_suffix(".tmp")
         torch.save(model.state_dict(), partial)
-        partial.replace(path)  # atomic: a crash never leaves half a file under the real name
+        partial.replace(cached)  # atomic: a crash never leaves half a file under the real name
+    model.zoo_kind = kind  # reports call it by its zoo name
     return model.eval()
 
 
@@ -133,11 +168,9 @@ def _pgd_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Th
     step = 2.5 * threat.eps / steps
     for _ in range(steps):
         z.requires_grad_(True)
-        loss = nn.functional.cross_entropy(model(z), y)
-        (grad,) = torch.autograd.grad(loss, z)
-        z = project(z.detach() + step * ascent_direction(grad, threat.norm), x, threat.eps,
-                    threat.norm, threat.bounds)
-    return z.detach()
+        loss = nn.functional.cross_entropy(model(z), y, reduction="none")
+        z = ascent_step(z, loss, x, threat.eps, threat.norm, threat.bounds, step)
+    return z
 
 
 def train(model: nn.Module, dataset: Dataset, recipe: TrainingRecipe, seed: int = 0,
