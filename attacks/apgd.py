@@ -100,5 +100,5 @@ class APGD(Attack):
             logits = view.logits(z)
             return margin(logits, y), logits.argmax(1) != y
 
-        best, done, trace = apgd_ascent(objective, x, threat.eps, threat.norm, threat.bounds, budget, x)
-        return AttackOutput(best, done, torch.full((x.shape[0],), budget + 1), {"loss": trace})
+        best, _, trace = apgd_ascent(objective, x, threat.eps, threat.norm, threat.bounds, budget, x)
+        return AttackOutput(best, torch.full((x.shape[0],), budget + 1), {"loss": trace})

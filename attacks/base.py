@@ -35,10 +35,9 @@ def global_rng_from(generator: torch.Generator) -> Iterator[None]:
 
 @dataclass
 class AttackOutput:
-    """Per point: the proposed candidate, the attack's own claim, and queries used."""
+    """Per point: the proposed candidate and the queries used (whether it counts is `verify`'s call)."""
 
     x_adv: torch.Tensor
-    claimed: torch.Tensor
     queries: torch.Tensor
     trace: dict = field(default_factory=dict)
 
@@ -49,13 +48,16 @@ class Attack:
     `view` names the target view the attack receives: 'base' (white-box F), 'oracle' (the
     shell through a query-counting oracle) or 'shell-aware' (F plus the shell's parameters and
     per-class search). `budget` means what the subclass's docstring says (iterations for
-    gradient attacks, oracle queries per point for black-box ones).
+    gradient attacks, oracle queries per point for black-box ones). `requires` names the shell
+    capabilities (`shells.base.CAPABILITIES`) the attack needs; the runner skips it, with the
+    reason, on a target that does not offer them.
     """
 
     name: ClassVar[str] = "attack"
     kind: ClassVar[AttackKind] = AttackKind.TRANSFER
     view: ClassVar[str] = "base"
     description: ClassVar[str] = ""
+    requires: ClassVar[frozenset[str]] = frozenset()
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
@@ -65,9 +67,12 @@ class Attack:
     def __init__(self, budget: int = 100) -> None:
         self.budget = check_positive_int(budget, "budget")
 
-    def applies_to(self, shell_kind: str, randomized: bool) -> bool:
-        """Whether the attack makes sense against a shell of this kind."""
-        return True
+    def skip_reason(self, offered: frozenset[str]) -> str | None:
+        """None if the attack applies to a target offering `offered`; otherwise why it is skipped."""
+        missing = sorted(self.requires - offered)
+        if not missing:
+            return None
+        return f"needs {', '.join(missing)}; the target offers {', '.join(sorted(offered)) or 'nothing'}"
 
     def __call__(self, view, x: torch.Tensor, y: torch.Tensor, threat: Threat,
                  budget: int | None = None, seed: int = 0) -> AttackOutput:
@@ -78,8 +83,7 @@ class Attack:
         budget = self.budget if budget is None else check_positive_int(budget, "budget")
         x = x.detach()
         if x.shape[0] == 0 or threat.eps == 0:
-            zeros = torch.zeros(x.shape[0], dtype=torch.long)
-            return AttackOutput(x.clone(), zeros.bool(), zeros)
+            return AttackOutput(x.clone(), torch.zeros(x.shape[0], dtype=torch.long, device=x.device))
         generator = torch.Generator().manual_seed(seed)
         out = self._run(view, x, y, threat, budget, generator)
         out.x_adv = project(out.x_adv.detach(), x, threat.eps, threat.norm, threat.bounds)

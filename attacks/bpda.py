@@ -5,12 +5,14 @@ Paper: Athalye, Carlini & Wagner, "Obfuscated Gradients Give a False Sense of Se
 Budget: outer iterations (default 30); each runs the shell's search once. Queries: shell
 searches per point.
 
-- ``bpda`` (straight-through): the forward pass is F(H(x')), the backward pass treats H as the
-  identity, so the gradient is F's gradient at z* = H(x'). Outer loop: APGD on the margin.
+- ``bpda`` (straight-through; needs a deterministic `search`): the forward pass is F(H(x')), the
+  backward pass treats H as the identity, so the gradient is F's gradient at z* = H(x'). Outer
+  loop: APGD on the margin.
 - ``bpda-unrolled``: H is replaced by a differentiable unrolled copy of MCN's inner ascent
   (`unroll` normalised-gradient steps per class, projected to the δ-ball, graph kept), the
   winning class chosen as the shell chooses; the margin of F at the unrolled point is
-  differentiated end to end. Outer loop: PGD. MCN shells only.
+  differentiated end to end. Outer loop: PGD. Needs `ball-ascent`: a shell whose per-class
+  search is projected ascent in its radius ball (MCN and any shell declaring the same).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch
 from attacks.apgd import apgd_ascent
 from attacks.base import Attack, AttackOutput
 from attacks.losses import margin
-from attacks.pgd import projected_ascent
+from robustness_eval.ascent import projected_ascent
 from robustness_eval.norms import project
 from robustness_eval.types import AttackKind, Norm, Threat
 
@@ -36,8 +38,7 @@ class BPDA(Attack):
     def __init__(self, budget: int = 30) -> None:
         super().__init__(budget)
 
-    def applies_to(self, shell_kind: str, randomized: bool) -> bool:
-        return shell_kind in ("mcn", "ncn") and not randomized
+    requires = frozenset({"search", "deterministic"})
 
     def _run(self, view, x, y, threat: Threat, budget: int, generator) -> AttackOutput:
         def objective(z: torch.Tensor):
@@ -45,8 +46,8 @@ class BPDA(Attack):
             logits = view.logits(through)
             return margin(logits, y), logits.detach().argmax(1) != y
 
-        best, done, trace = apgd_ascent(objective, x, threat.eps, threat.norm, threat.bounds, budget, x)
-        return AttackOutput(best, done, torch.full((x.shape[0],), len(trace)), {"loss": trace})
+        best, _, trace = apgd_ascent(objective, x, threat.eps, threat.norm, threat.bounds, budget, x)
+        return AttackOutput(best, torch.full((x.shape[0],), len(trace)), {"loss": trace})
 
 
 class UnrolledBPDA(Attack):
@@ -61,8 +62,7 @@ class UnrolledBPDA(Attack):
         super().__init__(budget)
         self.unroll = unroll
 
-    def applies_to(self, shell_kind: str, randomized: bool) -> bool:
-        return shell_kind == "mcn"
+    requires = frozenset({"ball-ascent", "deterministic"})
 
     def _unrolled_search(self, view, z: torch.Tensor) -> torch.Tensor:
         n, shape = z.shape[0], tuple(z.shape[1:])
@@ -92,6 +92,6 @@ class UnrolledBPDA(Attack):
                 wrong = view.logits(view.search(z.detach())).argmax(1) != y
             return loss, wrong
 
-        best, done, _, trace = projected_ascent(objective, x, threat.eps, threat.norm, threat.bounds,
+        best, _, _, trace = projected_ascent(objective, x, threat.eps, threat.norm, threat.bounds,
                                                 budget, 2.5 * threat.eps / budget, x)
-        return AttackOutput(best, done, torch.full((x.shape[0],), len(trace)), {"loss": trace})
+        return AttackOutput(best, torch.full((x.shape[0],), len(trace)), {"loss": trace})

@@ -72,7 +72,7 @@ class HopSkipJump(Attack):
             self._foolbox_attack(threat, budget)(model, x, fb.criteria.Misclassification(y), epsilons=None)
         reached = module.nearest_distance
         median = float(reached[torch.isfinite(reached)].median()) if torch.isfinite(reached).any() else None
-        return AttackOutput(module.nearest, reached <= threat.eps, oracle.queries.clone(),
+        return AttackOutput(module.nearest, oracle.queries.clone(),
                             {"distance_median": median})
 
 

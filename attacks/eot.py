@@ -26,7 +26,7 @@ import torch
 
 from attacks.base import Attack, AttackOutput
 from attacks.losses import margin
-from attacks.pgd import projected_ascent
+from robustness_eval.ascent import projected_ascent
 from robustness_eval.norms import random_in_ball
 from robustness_eval.types import AttackKind, Threat, check_nonnegative, check_positive_int
 
@@ -44,8 +44,11 @@ class EOT(Attack):
         self.draws = None if draws is None else check_positive_int(draws, "draws")
         self.spread = check_nonnegative(spread, "spread")
 
-    def applies_to(self, shell_kind: str, randomized: bool) -> bool:
-        return randomized or shell_kind in ("mcn", "ncn")
+    def skip_reason(self, offered: frozenset[str]) -> str | None:
+        """EOT needs the shell's random draws (`sampling`) or a deterministic `search` to pass through."""
+        if "sampling" in offered or "search" in offered:
+            return None
+        return f"needs sampling or search; the target offers {', '.join(sorted(offered)) or 'nothing'}"
 
     def _shell_draws(self, view, z: torch.Tensor, draws: int) -> torch.Tensor:
         taken = []
@@ -81,8 +84,8 @@ class EOT(Attack):
             return margin(torch.log(mean + 1e-12), y), wrong
 
         objective = vote_objective if randomized else search_objective
-        best, done, _, trace = projected_ascent(objective, x, threat.eps, threat.norm, threat.bounds,
+        best, _, _, trace = projected_ascent(objective, x, threat.eps, threat.norm, threat.bounds,
                                                 budget, 2.5 * threat.eps / budget, x)
         per_step = draws if randomized else draws + 1
-        return AttackOutput(best, done, torch.full((x.shape[0],), len(trace) * per_step),
+        return AttackOutput(best, torch.full((x.shape[0],), len(trace) * per_step),
                             {"loss": trace})

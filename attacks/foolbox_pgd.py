@@ -42,4 +42,4 @@ class FoolboxPGD(Attack):
                 x_adv[new] = clipped[new]
                 found |= success
         queries = torch.full((x.shape[0],), (budget + 1) * self.restarts, dtype=torch.long)
-        return AttackOutput(x_adv, found, queries)
+        return AttackOutput(x_adv, queries)

@@ -6,7 +6,7 @@ lies within δ of x'', so MCN's search from x' can reach x''. For NCN the target
 p at radius ε: then F(x') ≥ p and NCN returns x' unchanged, labelled t.
 
 Threat: L∞ or L2, ε. View: shell-aware (F white-box, the shell's δ / p, and the shell itself to
-choose among the per-class candidates).
+choose among the per-class candidates). Needs: a deterministic search (`search`).
 Budget: iterations of the targeted ascent (default 40); every wrong class is a target, all
 points × targets in one batch. Queries: forward passes of F per point, plus one shell query per
 candidate checked.
@@ -18,7 +18,7 @@ import torch
 
 from attacks.base import Attack, AttackOutput
 from attacks.losses import targeted_log_prob
-from attacks.pgd import projected_ascent
+from robustness_eval.ascent import projected_ascent
 from robustness_eval.norms import project
 from robustness_eval.types import AttackKind, Threat
 
@@ -35,14 +35,15 @@ class LookAhead(Attack):
         super().__init__(budget)
         self.confidence = confidence
 
-    def applies_to(self, shell_kind: str, randomized: bool) -> bool:
-        return shell_kind in ("mcn", "ncn")
+    requires = frozenset({"search", "deterministic"})
 
     def _run(self, view, x, y, threat: Threat, budget: int, generator) -> AttackOutput:
         n, shape = x.shape[0], tuple(x.shape[1:])
         with torch.no_grad():
             num_classes = view.logits(x[:1]).shape[1]
-        reach = threat.eps + (view.radius if view.shell_kind == "mcn" else 0.0)
+        # a shell with a confidence threshold (NCN) keeps an already p-confident x' itself: aim at
+        # p within ε; a shell without one searches its whole radius: aim at ε + radius
+        reach = threat.eps + (view.radius if view.threshold is None else 0.0)
         goal = max(self.confidence, view.threshold or 0.0)
         targets = (y[:, None] + torch.arange(1, num_classes)[None]) % num_classes  # n × (C-1)
         k = num_classes - 1
@@ -64,4 +65,4 @@ class LookAhead(Attack):
         pick = score.argmax(dim=1)
         x_adv = candidates.view(n, k, *shape)[torch.arange(n), pick]
         queries = torch.full((n,), (budget + 1) * k + k, dtype=torch.long)
-        return AttackOutput(x_adv, wrong.any(dim=1), queries, {"loss": trace})
+        return AttackOutput(x_adv, queries, {"loss": trace})

@@ -11,6 +11,7 @@ Paper: the min-max view of robustness and Danskin's theorem follow Madry et al.,
 Learning Models Resistant to Adversarial Attacks", ICLR 2018; applying it through a shell's own
 inner search is this suite's.
 Threat: L∞ or L2, ε. View: shell-aware (F white-box and the shell's per-class search).
+Needs: `per-class-search` (any shell that exposes one, not only MCN).
 Budget: outer iterations (default 30). Queries: shell searches per point (one per iteration).
 Defaults: step 2.5·ε/iterations, start at x, the first iterate the shell misclassifies is kept.
 """
@@ -20,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from attacks.base import Attack, AttackOutput
-from robustness_eval.norms import ascent_direction, project
+from robustness_eval.ascent import ascent_step
 from robustness_eval.types import AttackKind, Threat
 
 
@@ -35,8 +36,7 @@ class MinMax(Attack):
     def __init__(self, budget: int = 30) -> None:
         super().__init__(budget)
 
-    def applies_to(self, shell_kind: str, randomized: bool) -> bool:
-        return shell_kind == "mcn"
+    requires = frozenset({"per-class-search", "deterministic"})
 
     def _run(self, view, x, y, threat: Threat, budget: int, generator) -> AttackOutput:
         n, shape = x.shape[0], tuple(x.shape[1:])
@@ -62,7 +62,7 @@ class MinMax(Attack):
                 own = logp.diagonal(dim1=1, dim2=2)  # log F(z_t)_t, shape n × C
                 others = own.scatter(1, y[:, None], float("-inf")).amax(dim=1)
                 margin = others - own.gather(1, y[:, None]).squeeze(1)
-                (grad,) = torch.autograd.grad(margin.sum(), point)
+                moved = ascent_step(point, margin, x, threat.eps, threat.norm, threat.bounds, step)
             trace.append(float(margin.detach().mean()))
             improve = success | (~done & (margin.detach() > best_margin))
             best[improve] = x_adv[improve]
@@ -70,8 +70,6 @@ class MinMax(Attack):
             done |= success
             if bool(done.all()):
                 break
-            moved = project(x_adv + step * ascent_direction(grad, threat.norm), x, threat.eps,
-                            threat.norm, threat.bounds)
-            x_adv = torch.where(done.view(-1, *([1] * len(shape))), x_adv, moved.detach())
+            x_adv = torch.where(done.view(-1, *([1] * len(shape))), x_adv, moved)
         queries = torch.full((n,), len(trace), dtype=torch.long)
-        return AttackOutput(best, done, queries, {"loss": trace})
+        return AttackOutput(best, queries, {"loss": trace})

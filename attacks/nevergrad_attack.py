@@ -113,7 +113,7 @@ class NevergradAttack(Attack):
             best_loss[index[improve]] = top[improve]
             found[index] |= top > 0
             trace.append(float(best_loss[index].mean()))
-        return AttackOutput(best, found, oracle.queries.clone(), {"loss": trace})
+        return AttackOutput(best, oracle.queries.clone(), {"loss": trace})
 
 
 def _variant(optimizer: str, attack_name: str) -> type[NevergradAttack]:

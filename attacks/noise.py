@@ -55,4 +55,4 @@ class RandomNoise(Attack):
             best[todo[hit]] = chosen[hit]
             found[todo[hit]] = True
             used += k
-        return AttackOutput(best, found, oracle.queries.clone())
+        return AttackOutput(best, oracle.queries.clone())

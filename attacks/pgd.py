@@ -12,49 +12,13 @@ of any restart is kept (otherwise the last iterate of the restart with the highe
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from attacks.base import Attack, AttackOutput
 from attacks.losses import LOSSES
-from robustness_eval.norms import ascent_direction, project, random_in_ball
-from robustness_eval.types import AttackKind, Bounds, Norm, Threat, check_positive_int
-
-
-def projected_ascent(
-    loss_fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-    center: torch.Tensor, radius: float | torch.Tensor, norm: Norm, bounds: Bounds,
-    steps: int, step_size: float | torch.Tensor, start: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[float]]:
-    """Ascend `loss_fn` from `start` inside ball(center, radius) ∩ bounds.
-
-    `loss_fn(z)` returns (per-row loss, per-row success flag). Returns the first successful
-    iterate of each row (else the highest-loss one), its success flag, its loss, and the mean
-    loss per step (the trace sanity checks read).
-    """
-    z = project(start, center, radius, norm, bounds)
-    shape = (-1, *([1] * (z.dim() - 1)))
-    best = z.clone()
-    best_loss = torch.full((z.shape[0],), float("-inf"), dtype=z.dtype, device=z.device)
-    done = torch.zeros(z.shape[0], dtype=torch.bool, device=z.device)
-    step = torch.as_tensor(step_size, dtype=z.dtype, device=z.device)
-    step = step.reshape(shape) if step.dim() else step
-    trace = []
-    with torch.enable_grad():
-        for k in range(steps + 1):
-            z.requires_grad_(True)
-            loss, success = loss_fn(z)
-            trace.append(float(loss.detach().mean()))
-            improve = ~done & (success | (loss.detach() > best_loss))
-            best = torch.where(improve.view(shape), z.detach(), best)
-            best_loss = torch.where(improve, loss.detach(), best_loss)
-            done = done | success
-            if k == steps or bool(done.all()):
-                break
-            (grad,) = torch.autograd.grad(loss.sum(), z)
-            z = project(z.detach() + step * ascent_direction(grad, norm), center, radius, norm, bounds)
-    return best, done, best_loss, trace
+from robustness_eval.ascent import projected_ascent
+from robustness_eval.norms import random_in_ball
+from robustness_eval.types import AttackKind, Threat, check_positive_int
 
 
 class PGD(Attack):
@@ -89,8 +53,7 @@ class PGD(Attack):
         score = torch.where(success, torch.full_like(best_loss, float("inf")), best_loss).view(r, n)
         pick = score.argmax(dim=0)
         x_adv = best.view(r, n, *x.shape[1:])[pick, torch.arange(n)]
-        return AttackOutput(x_adv, success.view(r, n).any(0),
-                            torch.full((n,), (budget + 1) * r, dtype=torch.long), {"loss": trace})
+        return AttackOutput(x_adv, torch.full((n,), (budget + 1) * r, dtype=torch.long), {"loss": trace})
 
 
 class CWMargin(PGD):

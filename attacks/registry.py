@@ -1,9 +1,13 @@
 """Attacks by name, and battery presets: ordered lists, cheapest first (AutoAttack's habit).
 
-A preset is data: a list of (attack name, budget or None for the attack's default).
+A preset is data: a list of (attack name, budget or None for the attack's default). A package
+adds attacks under the entry-point group `robustness_eval.attacks` (name = an `Attack`
+subclass); they are listed, budgeted and run like the built-in ones.
 """
 
 from __future__ import annotations
+
+from importlib.metadata import entry_points
 
 from attacks.apgd import APGD
 from attacks.base import Attack
@@ -19,6 +23,9 @@ from attacks.pgd import PGD, CWMargin
 from attacks.spsa import SPSA
 from attacks.square import Square
 from attacks.targeted import TargetedConfident
+from robustness_eval.types import check_positive_int
+
+ENTRY_POINT_GROUP = "robustness_eval.attacks"
 
 ATTACKS: dict[str, type[Attack]] = {
     cls.name: cls for cls in (
@@ -41,6 +48,18 @@ PRESETS: dict[str, list[tuple[str, int | None]]] = {
 }
 
 
+def attack_classes() -> dict[str, type[Attack]]:
+    """Every named attack: the built-in ones, then those registered by installed packages."""
+    found = dict(ATTACKS)
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        cls = point.load()
+        if not (isinstance(cls, type) and issubclass(cls, Attack)):
+            raise TypeError(f"entry point {point.name!r} in {ENTRY_POINT_GROUP} must name an Attack subclass "
+                            f"(got {cls!r})")
+        found.setdefault(point.name, cls)
+    return found
+
+
 def build_battery(spec: str | list[str], budgets: dict[str, int] | None = None,
                   budget_scale: float = 1.0) -> list[Attack]:
     """Attack instances for a preset name, a comma list, or a list of names.
@@ -48,20 +67,26 @@ def build_battery(spec: str | list[str], budgets: dict[str, int] | None = None,
     `budgets` overrides budgets by attack name; `budget_scale` multiplies every budget (2.0 is
     the convergence check: everything doubled).
     """
+    known = attack_classes()
     if isinstance(spec, str) and spec in PRESETS:
         entries = list(PRESETS[spec])
     else:
         names = [p.strip() for p in spec.split(",") if p.strip()] if isinstance(spec, str) else list(spec)
         entries = [(name, None) for name in names]
     budgets = dict(budgets or {})
-    unknown = [name for name in [*(e[0] for e in entries), *budgets] if name not in ATTACKS]
+    for name, value in budgets.items():
+        check_positive_int(value, f"budget for {name}")
+    unknown = [name for name in [*(e[0] for e in entries), *budgets] if name not in known]
     if unknown or not entries:
-        valid = ", ".join([*PRESETS, *ATTACKS])
+        valid = ", ".join([*PRESETS, *known])
         raise ValueError(f"unknown attack {', '.join(map(repr, unknown)) or repr(spec)}; "
                          f"choose presets or names from: {valid}")
+    repeated = sorted({name for name, _ in entries if [e[0] for e in entries].count(name) > 1})
+    if repeated:
+        raise ValueError(f"attack {', '.join(map(repr, repeated))} is listed more than once; name each attack once")
     battery = []
     for name, preset_budget in entries:
-        cls = ATTACKS[name]
+        cls = known[name]
         budget = budgets.get(name, preset_budget or cls().budget)
         battery.append(cls(budget=max(1, round(budget * budget_scale))))
     return battery

@@ -74,6 +74,6 @@ class SPSA(Attack):
             z[todo] = project(z[todo] + lr * update, x[todo], threat.eps, threat.norm,
                               threat.bounds)
         best[~done] = z[~done]
-        return AttackOutput(best, done, oracle.queries.clone(), {"loss": trace})
+        return AttackOutput(best, oracle.queries.clone(), {"loss": trace})
 
 

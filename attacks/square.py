@@ -88,4 +88,4 @@ class Square(Attack):
             current[keep] = proposal[better]
             loss[keep] = new_loss[better]
             trace.append(float(loss.mean()))
-        return AttackOutput(current, loss > 0, oracle.queries.clone(), {"loss": trace})
+        return AttackOutput(current, oracle.queries.clone(), {"loss": trace})

@@ -14,7 +14,7 @@ import torch
 
 from attacks.base import Attack, AttackOutput
 from attacks.losses import targeted_log_prob
-from attacks.pgd import projected_ascent
+from robustness_eval.ascent import projected_ascent
 from robustness_eval.types import AttackKind, Threat, check_positive_int
 
 
@@ -49,6 +49,4 @@ class TargetedConfident(Attack):
                                                      center)
         pick = best_loss.view(n, k).argmax(dim=1)
         x_adv = best.view(n, k, *shape)[torch.arange(n), pick]
-        with torch.no_grad():
-            claimed = view.logits(x_adv).argmax(1) != y
-        return AttackOutput(x_adv, claimed, torch.full((n,), (budget + 1) * k), {"loss": trace})
+        return AttackOutput(x_adv, torch.full((n,), (budget + 1) * k), {"loss": trace})

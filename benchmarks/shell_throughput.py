@@ -13,6 +13,7 @@ import torch
 from benchmarks.common import setting, timed
 from robustness_eval.norms import ascent_direction, project
 from shells import MCNShell, NCNShell
+from shells.mcn import log_odds
 
 
 def naive_mcn(shell: MCNShell, x: torch.Tensor, radii: list[float] | None = None) -> torch.Tensor:
@@ -22,7 +23,7 @@ def naive_mcn(shell: MCNShell, x: torch.Tensor, radii: list[float] | None = None
     """
     model, steps = shell.base_model, shell.steps
     shape = tuple(x.shape[1:])
-    pattern = shell._restart_pattern(shape, x)
+    pattern = shell.restart_pattern(shape, x)
     out = []
     for i in range(x.shape[0]):
         center = x[i : i + 1]
@@ -33,14 +34,14 @@ def naive_mcn(shell: MCNShell, x: torch.Tensor, radii: list[float] | None = None
             target = torch.tensor([t])
             for r in range(shell.restarts):
                 z = project(center + pattern[r : r + 1] * radius, center, radius, shell.norm, shell.bounds)
-                candidates = [(center, float(shell._score(model(center).detach(), target)))]
+                candidates = [(center, float(log_odds(model(center).detach(), target)))]
                 for k in range(steps + 1):
                     z.requires_grad_(True)
                     logits = model(z)
-                    candidates.append((z.detach(), float(shell._score(logits.detach(), target))))
+                    candidates.append((z.detach(), float(log_odds(logits.detach(), target))))
                     if k == steps:
                         break
-                    (grad,) = torch.autograd.grad(shell._objective(logits, target).sum(), z)
+                    (grad,) = torch.autograd.grad(shell.objective_of(logits, target).sum(), z)
                     z = project(z.detach() + 2.5 * radius / steps * ascent_direction(grad, shell.norm),
                                 center, radius, shell.norm, shell.bounds)
                 for point, score in candidates:
@@ -53,7 +54,7 @@ def naive_mcn(shell: MCNShell, x: torch.Tensor, radii: list[float] | None = None
 def naive_ncn(shell: NCNShell, x: torch.Tensor) -> torch.Tensor:
     """NCN by bisection on the radius, one point at a time, over the naive MCN loop."""
     model, p = shell.base_model, shell.threshold
-    mcn = shell._mcn
+    mcn = shell.mcn
 
     def confidence(z: torch.Tensor) -> float:
         with torch.no_grad():
@@ -93,7 +94,7 @@ def fixed_point_share(shell: MCNShell, x: torch.Tensor) -> list[float]:
     z, shares = center.clone(), []
     for _ in range(shell.steps):
         z.requires_grad_(True)
-        (grad,) = torch.autograd.grad(shell._objective(model(z), target).sum(), z)
+        (grad,) = torch.autograd.grad(shell.objective_of(model(z), target).sum(), z)
         moved = project(z.detach() + 2.5 * shell.radius / shell.steps * ascent_direction(grad, shell.norm),
                         center, shell.radius, shell.norm, shell.bounds)
         shares.append(float((moved == z.detach()).flatten(1).all(1).float().mean()))

@@ -79,11 +79,12 @@ class ShellAwareView(BaseModelView):
     def __init__(self, model: nn.Module, shell: nn.Module, bounds: Bounds) -> None:
         super().__init__(model, bounds)
         self._shell = shell
-        self.shell_kind: str = shell.kind
-        self.norm: Norm = shell.norm
-        self.radius: float = float(shell.radius)
-        self.threshold: float | None = shell.threshold
-        self.randomized: bool = bool(shell.randomized)
+        self.shell_kind: str = str(getattr(shell, "kind", type(shell).__name__))
+        self.norm: Norm = Norm.parse(getattr(shell, "norm", Norm.LINF))
+        self.radius: float = float(getattr(shell, "radius", 0.0) or 0.0)
+        threshold = getattr(shell, "threshold", None)
+        self.threshold: float | None = None if threshold is None else float(threshold)
+        self.randomized: bool = bool(getattr(shell, "randomized", False))
 
     def per_class_search(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The shell's own per-class search points (B, C, *input) and confidences as log-odds (B, C)."""

@@ -1,9 +1,10 @@
 """Model shells: wrappers that search around each input before classifying it."""
 
-from shells.base import SHELL_KINDS, IdentityShell, Shell
-from shells.factory import build_shell
+from shells.base import CAPABILITIES, IdentityShell, Shell, capabilities
 from shells.mcn import MCNShell
 from shells.ncn import NCNShell
+from shells.registry import build_shell, shell_factories
 from shells.vote import VoteShell
 
-__all__ = ["SHELL_KINDS", "IdentityShell", "MCNShell", "NCNShell", "Shell", "VoteShell", "build_shell"]
+__all__ = ["CAPABILITIES", "IdentityShell", "MCNShell", "NCNShell", "Shell", "VoteShell", "build_shell",
+           "capabilities", "shell_factories"]

@@ -18,7 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from robustness_eval.norms import ascent_direction, project, random_in_ball
+from robustness_eval.ascent import ascent_step
+from robustness_eval.norms import project, random_in_ball
 from robustness_eval.types import Bounds, Norm, check_nonnegative, check_positive_int
 from shells.base import Shell
 
@@ -49,6 +50,7 @@ class MCNShell(Shell):
     """
 
     kind = "mcn"
+    capabilities = frozenset({"search", "per-class-search", "ball-ascent", "deterministic"})
 
     def __init__(self, model: nn.Module, delta: float, norm: Norm | str = Norm.LINF,
                  bounds: Bounds = Bounds(), steps: int = 20, restarts: int = 1,
@@ -70,7 +72,13 @@ class MCNShell(Shell):
         return {**super().describe(), "steps": self.steps, "restarts": self.restarts,
                 "objective": self.objective, "step_size": self.step_size}
 
-    def _restart_pattern(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    def rebuild(self, model: nn.Module, **options) -> MCNShell:
+        return type(self)(model, options.get("delta", self.radius), options.get("norm", self.norm),
+                          options.get("bounds", self.bounds), steps=self.steps, restarts=self.restarts,
+                          step_size=self.step_size, objective=self.objective, chunk_rows=self.chunk_rows,
+                          seed=options.get("seed", self.seed))
+
+    def restart_pattern(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
         """Unit-radius start offsets, one per restart (the first is zero)."""
         key = (shape, like.dtype, like.device)
         if key not in self._patterns:
@@ -80,11 +88,8 @@ class MCNShell(Shell):
             self._patterns[key] = torch.cat([zero, offsets]).to(like.device, like.dtype)
         return self._patterns[key]
 
-    def _score(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """The selection score of each row: log-odds of F(z)_target."""
-        return log_odds(logits, target)
-
-    def _objective(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def objective_of(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The per-row objective the inner ascent climbs for class `target` (selection uses `log_odds`)."""
         if self.objective == "cw":
             own = logits.gather(1, target[:, None]).squeeze(1)
             others = logits.scatter(1, target[:, None], float("-inf"))
@@ -119,7 +124,7 @@ class MCNShell(Shell):
         center = x[:, None, None].expand(b, c, r, *shape).reshape(b * c * r, *shape)
         row_radius = radius[:, None, None].expand(b, c, r).reshape(-1)
         target = torch.arange(c, device=x.device)[None, :, None].expand(b, c, r).reshape(-1)
-        pattern = self._restart_pattern(shape, x)[None, None].expand(b, c, r, *shape)
+        pattern = self.restart_pattern(shape, x)[None, None].expand(b, c, r, *shape)
         offset = pattern.reshape(b * c * r, *shape) * row_radius.view(-1, *([1] * len(shape)))
         z = project(center + offset, center, row_radius, self.norm, self.bounds)
         step = (2.5 * row_radius / self.steps if self.step_size is None
@@ -127,22 +132,20 @@ class MCNShell(Shell):
 
         best_z = center.clone()
         with torch.no_grad():  # x is always a candidate: every row starts with its score at x
-            best_conf = self._score(self.base_model(x).repeat_interleave(c * r, dim=0), target)
+            best_conf = log_odds(self.base_model(x).repeat_interleave(c * r, dim=0), target)
         for k in range(self.steps + 1):
             last = k == self.steps  # the last point is only scored: no graph needed
             with torch.set_grad_enabled(not last):
                 z.requires_grad_(not last)
                 logits = self.base_model(z)
-                objective = None if last else self._objective(logits, target).sum()
-            conf = self._score(logits.detach(), target)
+                objective = None if last else self.objective_of(logits, target)
+            conf = log_odds(logits.detach(), target)
             better = conf > best_conf
             best_conf = torch.where(better, conf, best_conf)
             best_z = torch.where(better.view(-1, *([1] * len(shape))), z.detach(), best_z)
             if last:
                 break
-            (grad,) = torch.autograd.grad(objective, z)
-            z = project(z.detach() + step * ascent_direction(grad, self.norm), center,
-                        row_radius, self.norm, self.bounds)
+            z = ascent_step(z, objective, center, row_radius, self.norm, self.bounds, step)
         best_conf = best_conf.view(b, c, r)
         pick = best_conf.argmax(dim=2)  # best restart per class
         conf = best_conf.gather(2, pick[..., None]).squeeze(2)

@@ -65,19 +65,25 @@ class NCNShell(Shell):
         self.alpha = check_nonnegative(alpha, "alpha")
         self.growth = check_nonnegative(growth, "growth")
         self.lr = check_nonnegative(lr, "lr")
-        self._mcn = MCNShell(model, max_radius, self.norm, bounds, steps=steps, restarts=restarts,
+        self.restarts, self.seed = restarts, seed
+        self.mcn = MCNShell(model, max_radius, self.norm, bounds, steps=steps, restarts=restarts,
                              seed=seed)
         self.last_infeasible: torch.Tensor | None = None
-        self.last_distance: torch.Tensor | None = None
 
     def describe(self) -> dict:
         return {**super().describe(), "method": self.method, "steps": self.steps,
                 "rounds": self.rounds, "max_radius": self.radius}
 
+    def rebuild(self, model: nn.Module, **options) -> NCNShell:
+        return type(self)(model, options.get("p", self.threshold), options.get("norm", self.norm),
+                          options.get("bounds", self.bounds), max_radius=options.get("delta", self.radius),
+                          method=self.method, steps=self.steps, rounds=self.rounds, alpha=self.alpha,
+                          growth=self.growth, lr=self.lr, restarts=self.restarts,
+                          seed=options.get("seed", self.seed))
+
     def search(self, x: torch.Tensor) -> torch.Tensor:
         z, feasible = self.nearest_confident(x)
         self.last_infeasible = ~feasible
-        self.last_distance = distance(z - x, self.norm)
         return z
 
     def nearest_confident(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,14 +104,14 @@ class NCNShell(Shell):
 
     def _bisection(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         limit = torch.full((x.shape[0],), self.radius, dtype=x.dtype, device=x.device)
-        z_limit = self._mcn_point(x, limit)
+        z_limit = self.mcn_point(x, limit)
         feasible = self._confidence(z_limit) >= self.threshold
         todo = feasible.nonzero().squeeze(1)  # a point that misses p at the limit keeps z_limit
         x, hi, z_hi = x[todo], limit[todo], z_limit[todo]
         lo = torch.zeros_like(hi)
         for _ in range(self.rounds if len(todo) else 0):
             mid = (lo + hi) / 2
-            z_mid = self._mcn_point(x, mid)
+            z_mid = self.mcn_point(x, mid)
             ok = self._confidence(z_mid) >= self.threshold
             hi = torch.where(ok, mid, hi)
             lo = torch.where(ok, lo, mid)
@@ -113,8 +119,8 @@ class NCNShell(Shell):
         z_limit[todo] = z_hi
         return z_limit, feasible
 
-    def _mcn_point(self, x: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
-        z, conf = self._mcn.per_class_search(x, radius)
+    def mcn_point(self, x: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+        z, conf = self.mcn.per_class_search(x, radius)
         return z[torch.arange(x.shape[0], device=x.device), conf.argmax(dim=1)]
 
     def _penalty(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -50,6 +50,12 @@ class VoteShell(Shell):
         return {**super().describe(), "samples": self.samples,
                 "around_mcn": self.around_mcn is not None}
 
+    def rebuild(self, model: nn.Module, **options) -> VoteShell:
+        around = self.around_mcn.rebuild(model, **options) if self.around_mcn is not None else None
+        return type(self)(model, options.get("delta", self.radius), options.get("norm", self.norm),
+                          options.get("bounds", self.bounds), samples=self.samples, around_mcn=around,
+                          seed=options.get("seed", self.seed))
+
     def sample_points(self, x: torch.Tensor) -> torch.Tensor:
         """The draws of one query: shape (B, samples, *input)."""
         x = x.detach()

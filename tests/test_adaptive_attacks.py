@@ -11,8 +11,8 @@ import torch
 
 from attacks.base import Attack
 from attacks.losses import margin
-from attacks.pgd import projected_ascent
 from attacks.registry import ATTACKS
+from robustness_eval.ascent import projected_ascent
 from robustness_eval.types import Threat
 from robustness_eval.verify import verify
 from robustness_eval.views import BudgetExceededError, ShellAwareView, ShellOracle
@@ -188,14 +188,15 @@ def test_eot_beats_a_single_draw_attack_on_the_vote_shell(digits, digits_adversa
 
 
 def test_eot_on_a_search_shell_averages_bpda_over_input_noise(clean, digits_standard):
-    from shells import MCNShell
+    from shells import IdentityShell, MCNShell, VoteShell, capabilities
 
     x, y = clean
     shell = MCNShell(digits_standard, 0.05, "linf", steps=5)
     threat = Threat("linf", 0.3)
     attack = ATTACKS["eot"](budget=10, draws=4)
-    assert attack.applies_to("mcn", False) and attack.applies_to("vote", True)
-    assert not attack.applies_to("none", False)
+    assert attack.skip_reason(capabilities(shell)) is None
+    assert attack.skip_reason(capabilities(VoteShell(digits_standard, 0.05))) is None
+    assert "needs sampling or search" in attack.skip_reason(capabilities(IdentityShell(digits_standard)))
     out = attack(ShellAwareView(digits_standard, shell, threat.bounds), x, y, threat, seed=0)
     steps_taken = len(out.trace["loss"])
     assert torch.equal(out.queries, torch.full_like(out.queries, 5 * steps_taken))  # 4 draws + x' itself

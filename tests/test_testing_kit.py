@@ -43,8 +43,8 @@ def test_bad_factory_spec_gets_a_clear_error(capsys):
 
 
 def test_pytest_plugin_runs_the_kit_against_a_user_shell(tmp_path):
-    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--shell",
-               "tests.mutants:log_probabilities", "--shell-only", "-q", str(tmp_path)]
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--shell-kit",
+               "tests.mutants:log_probabilities", "--shell-kit-only", "-q", str(tmp_path)]
     run = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert run.returncode == 1, run.stdout + run.stderr
     assert "shell_kit::valid_probabilities" in run.stdout

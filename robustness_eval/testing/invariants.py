@@ -2,8 +2,8 @@
 
 An invariant receives a factory (base model → shell) and a drawn `Case`, and raises
 `InvariantViolationError` with the figures when the shell breaks it. `applies_to(shell)` reads what
-the shell declares (kind, randomized, whether it has `search`), so an author's new shell runs
-exactly the checks that hold for it.
+the shell offers (its capabilities, whether it is randomized, its threshold), never its name, so an
+author's new shell runs exactly the checks that hold for it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from robustness_eval.norms import distance, random_in_ball
-from shells.base import Shell
+from shells.base import Shell, capabilities
 
 TOL = 1e-5
 
@@ -112,7 +112,8 @@ def ncn_contract(factory, case) -> None:
     confident = at_x >= shell.threshold
     if not torch.equal(z[confident], case.x[confident]):
         raise InvariantViolationError("x was moved although max F(x) ≥ p")
-    infeasible = shell.last_infeasible
+    infeasible = getattr(shell, "last_infeasible", None)
+    infeasible = torch.zeros_like(confident) if infeasible is None else infeasible
     reached = at_z >= shell.threshold - 1e-6
     if (~reached & ~infeasible).any():
         raise InvariantViolationError(f"z* reaches only {at_z.tolist()} < p = {shell.threshold} and is not "
@@ -172,17 +173,22 @@ def input_untouched_and_modes(factory, case) -> None:
         raise InvariantViolationError("different output under torch.no_grad")
 
 
-def _kind(*kinds: str) -> Callable:
-    return lambda shell: getattr(shell, "kind", None) in kinds
+def _offers(capability: str) -> Callable:
+    return lambda shell: capability in capabilities(shell)
+
+
+def _threshold_search(shell) -> bool:
+    return _factor(shell) and getattr(shell, "threshold", None) is not None
 
 
 INVARIANTS = [
     Invariant("valid_probabilities", valid_probabilities.__doc__, valid_probabilities, lambda s: True),
-    Invariant("never_lowers_confidence", never_lowers_confidence.__doc__, never_lowers_confidence, _kind("mcn")),
+    Invariant("never_lowers_confidence", never_lowers_confidence.__doc__, never_lowers_confidence,
+              _offers("ball-ascent")),
     Invariant("search_in_ball_and_bounds", search_in_ball_and_bounds.__doc__, search_in_ball_and_bounds, _factor),
     Invariant("search_beats_random_probe", search_beats_random_probe.__doc__, search_beats_random_probe,
-              _kind("mcn")),
-    Invariant("ncn_contract", ncn_contract.__doc__, ncn_contract, _kind("ncn")),
+              _offers("ball-ascent")),
+    Invariant("ncn_contract", ncn_contract.__doc__, ncn_contract, _threshold_search),
     Invariant("batch_independence", batch_independence.__doc__, batch_independence, _deterministic),
     Invariant("seeded_determinism", seeded_determinism.__doc__, seeded_determinism,
               lambda s: not _deterministic(s)),

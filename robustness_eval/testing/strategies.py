@@ -98,11 +98,11 @@ def toward_boundary(model: nn.Module, x: torch.Tensor, bounds: Bounds, steps: in
 
 
 @st.composite
-def cases(draw, shapes: list[tuple[int, ...]] | None = None, max_batch: int = 4) -> Case:
-    """A base model and a batch of inputs in [0, 1]: small shapes value by value, the data sets'
+def cases(draw, shapes: list[tuple[int, ...]] | None = None, max_batch: int = 4,
+          bounds: Bounds = Bounds(0.0, 1.0)) -> Case:
+    """A base model and a batch of inputs in `bounds`: small shapes value by value, the data sets'
     shapes from a seed, sometimes pushed toward the decision boundary."""
     shape = draw(st.sampled_from(shapes or [*SHAPES, *DATASET_SHAPES]))
-    bounds = Bounds(0.0, 1.0)
     model, classes, seed, scale = draw(base_models(int(torch.tensor(shape).prod())))
     batch = st.integers(1, max_batch)
     if shape in SHAPES:

@@ -1,0 +1,59 @@
+"""The projected-ascent core: one step rule shared by the attacks, the shells' searches and zoo training.
+
+A step ascends a per-row objective: the gradient's steepest-ascent direction of unit norm (its
+sign for L∞, its normalised value for L2), scaled by the step size, then projected into the ball
+around `center` intersected with the input bounds. `projected_ascent` is the attacks' loop on it
+(best iterate kept, early stop on success); MCN's inner search and the zoo's PGD training keep
+their own bookkeeping around the same step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from robustness_eval.norms import ascent_direction, project
+from robustness_eval.types import Bounds, Norm
+
+
+def ascent_step(z: torch.Tensor, value: torch.Tensor, center: torch.Tensor, radius: float | torch.Tensor,
+                norm: Norm, bounds: Bounds, step: float | torch.Tensor) -> torch.Tensor:
+    """One projected ascent step on `value` (per row, with a graph to `z`); returns the new z (detached)."""
+    with torch.enable_grad():  # the caller may be under no_grad; `value`'s graph already exists
+        (grad,) = torch.autograd.grad(value.sum(), z)
+    return project(z.detach() + step * ascent_direction(grad, norm), center, radius, norm, bounds)
+
+
+def projected_ascent(
+    loss_fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    center: torch.Tensor, radius: float | torch.Tensor, norm: Norm, bounds: Bounds,
+    steps: int, step_size: float | torch.Tensor, start: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[float]]:
+    """Ascend `loss_fn` from `start` inside ball(center, radius) ∩ bounds.
+
+    `loss_fn(z)` returns (per-row loss, per-row success flag). Returns the first successful
+    iterate of each row (else the highest-loss one), its success flag, its loss, and the mean
+    loss per step (the trace sanity checks read).
+    """
+    z = project(start, center, radius, norm, bounds)
+    shape = (-1, *([1] * (z.dim() - 1)))
+    best = z.clone()
+    best_loss = torch.full((z.shape[0],), float("-inf"), dtype=z.dtype, device=z.device)
+    done = torch.zeros(z.shape[0], dtype=torch.bool, device=z.device)
+    step = torch.as_tensor(step_size, dtype=z.dtype, device=z.device)
+    step = step.reshape(shape) if step.dim() else step
+    trace = []
+    with torch.enable_grad():
+        for k in range(steps + 1):
+            z.requires_grad_(True)
+            loss, success = loss_fn(z)
+            trace.append(float(loss.detach().mean()))
+            improve = ~done & (success | (loss.detach() > best_loss))
+            best = torch.where(improve.view(shape), z.detach(), best)
+            best_loss = torch.where(improve, loss.detach(), best_loss)
+            done = done | success
+            if k == steps or bool(done.all()):
+                break
+            z = ascent_step(z, loss, center, radius, norm, bounds, step)
+    return best, done, best_loss, trace
