@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from robustness_eval.runner import evaluate
+from robustness_eval.runner import run_battery
 from robustness_eval.types import Norm, Threat
 from robustness_eval.verify import verify
 from shells.base import Shell
@@ -80,7 +80,7 @@ def active_test(model: nn.Module, make_shell, x: torch.Tensor, y: torch.Tensor, 
     idx = valid.nonzero().squeeze(1)
     if len(idx) == 0:
         return {"status": "not run", "reason": "no plant could be verified", "planted": len(y), "valid": 0}
-    result = evaluate(planted, shell, x[idx], y[idx], threat, attacks, seed=seed)
+    result = run_battery(planted, shell, x[idx], y[idx], threat, attacks, seed=seed)
     found = sum(1 for p in result.points if p["shell_correct"] and p["broken_by"]["shell"] is not None)
     evaluated = sum(1 for p in result.points if p["shell_correct"])
     share = found / evaluated if evaluated else 0.0

@@ -1,55 +1,374 @@
-"""The Python API: `evaluate(model, shell, data, threat, attacks=...)`, mirroring `robustness-eval run`."""
+"""The one evaluation: `evaluate(model, shell, data, threat, ...)`. The CLI only loads and calls it.
+
+One call runs the whole job for any model, shell and data: validation, the battery (base and
+shell on the same points), the doubled-budget convergence rerun, the Foolbox cross-check, the
+sanity checks, the active test, ε/δ sweeps, ground truth where the data has it, example panels,
+provenance (hashes of weights and points, versions, the call) and config binding (a store
+refuses a run whose model, data, threat, shell or battery differ from the one it holds).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from attacks.base import Attack
+from robustness_eval import sanity
+from robustness_eval.active import active_test
+from robustness_eval.crosscheck import pgd_crosscheck
 from robustness_eval.data import Dataset
-from robustness_eval.results import EvaluationResult
-from robustness_eval.runner import evaluate as run_battery
-from robustness_eval.store import ResultStore
-from robustness_eval.types import Threat, check_positive_int
-from shells.base import Shell
+from robustness_eval.results import EvaluationResult, describe_shell
+from robustness_eval.runner import resolve_battery, run_battery
+from robustness_eval.store import DB_NAME, ResultStore, compare_configs
+from robustness_eval.types import Threat, check_nonnegative, check_positive_int, check_probability
+from robustness_eval.validation import as_tensor, check_flag, check_model, check_points, check_shell
+from robustness_eval.zoo import model_hash
+from shells.base import can_rebuild
+from shells.registry import accepted_options, call_factory
+
+VOLATILE = ("call", "versions")
+EXAMPLE_COUNT = 6
 
 
-def evaluate(model: nn.Module, shell: Shell, data: Dataset | tuple[torch.Tensor, torch.Tensor],
-             threat: Threat, attacks: str | list = "fast", n_points: int | None = 200, seed: int = 0,
-             store_dir: str | Path | None = None, convergence: bool = False, quiet: bool = True,
-             budgets: dict[str, int] | None = None) -> EvaluationResult:
-    """Evaluate `model` and its `shell` on `data` under `threat`; every break re-verified.
+def versions() -> dict:
+    """Versions that decide the numbers (recorded in every run's config)."""
+    import foolbox
+    import nevergrad
+    import numpy
 
-    Args:
-        model: any nn.Module mapping a batch inside the data's bounds to logits.
-        shell: a shell around `model` (e.g. `shells.MCNShell(model, delta=0.1)`).
-        data: a `Dataset` (its test split is used) or an `(x, y)` pair.
-        threat: `Threat(norm, eps, bounds)`.
-        attacks: 'fast' (default), 'full', a comma list of names, or Attack instances.
-        n_points: evaluate the first N points (None: all).
-        seed: fixes every random choice.
-        store_dir: commit per-point rows to a SQLite store there (resumable); None keeps them in memory.
-        convergence: rerun with every budget doubled and report the change.
-        quiet: no progress bars.
-        budgets: per-attack budget overrides by name.
-    Returns:
-        An `EvaluationResult` with the results.json fields; `.to_report(dir)` writes the report.
-    """
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "numpy": numpy.__version__, "foolbox": foolbox.__version__,
+            "nevergrad": nevergrad.__version__}
+
+
+def data_hash(x: torch.Tensor, y: torch.Tensor) -> str:
+    """A short SHA-256 of the evaluated points and labels (float32 / int64 bytes)."""
+    digest = hashlib.sha256()
+    digest.update(x.detach().cpu().float().contiguous().numpy().tobytes())
+    digest.update(y.detach().cpu().long().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def model_label(model: nn.Module) -> str:
+    """The zoo kind of a zoo model ('adversarial'), else the model's class path."""
+    return getattr(model, "zoo_kind", None) or f"{type(model).__module__}.{type(model).__qualname__}"
+
+
+@dataclass
+class ShellSource:
+    """The shell under evaluation, and how to build the same shell around another model or δ."""
+
+    shell: nn.Module
+    factory: Callable | None
+    options: dict
+
+    def takes(self, option: str) -> bool:
+        if self.factory is not None:
+            return option in accepted_options(self.factory, {option: None})
+        return can_rebuild(self.shell)
+
+    def rebuild(self, model: nn.Module, **changes) -> nn.Module | None:
+        """The shell around `model` with `changes` (delta, ...); None when it cannot be rebuilt."""
+        if self.factory is not None:
+            return call_factory(self.factory, model, {**self.options, **changes})
+        return self.shell.rebuild(model, **changes) if can_rebuild(self.shell) else None
+
+
+def _shell_source(shell, model: nn.Module, threat: Threat, seed: int, options: dict | None) -> ShellSource:
+    if isinstance(shell, nn.Module):
+        if options:
+            raise ValueError("`shell_options` apply only when `shell` is a factory; the shell instance "
+                             "already has its parameters")
+        return ShellSource(shell, None, {})
+    if not callable(shell):
+        raise TypeError(f"`shell` must be a shell module or a factory(model, **options) (got {type(shell).__name__})")
+    merged = {"delta": threat.eps, "p": 0.9, "norm": threat.norm, "bounds": threat.bounds, "seed": seed,
+              **(options or {})}
+    check_nonnegative(merged["delta"], "shell_options['delta']")
+    check_probability(merged["p"], "shell_options['p']")
+    try:
+        built = call_factory(shell, model, merged)
+    except Exception as error:
+        raise ValueError(f"the shell factory raised {type(error).__name__}: {error}") from error
+    if not isinstance(built, nn.Module):
+        raise TypeError(f"the shell factory must return a torch.nn.Module shell (it returned {type(built).__name__})")
+    return ShellSource(built, shell, merged)
+
+
+def _points(data, n_points: int | None) -> tuple[torch.Tensor, torch.Tensor, str, dict, Callable | None]:
     if isinstance(data, Dataset):
-        x, y = data.x_test, data.y_test
+        x, y, name, split, truth = data.x_test, data.y_test, data.name, data.split, data.true_label
     elif isinstance(data, tuple | list) and len(data) == 2:
-        x, y = data
+        (x, y), name, split, truth = data, "arrays", {"source": "(x, y) passed to evaluate()"}, None
+        x, y = as_tensor(x, "x"), as_tensor(y, "y")
     else:
         raise TypeError(f"`data` must be a robustness_eval.data.Dataset or an (x, y) pair (got {type(data).__name__})")
     if n_points is not None:
-        n = min(check_positive_int(n_points, "n_points"), len(y))
-        x, y = x[:n], y[:n]
-    store = ResultStore(store_dir) if store_dir is not None else None
+        check_positive_int(n_points, "n_points")
+        if n_points > len(y):
+            raise ValueError(f"`n_points` is {n_points} but the data holds {len(y)} test points; "
+                             f"pass n_points ≤ {len(y)} or None for all")
+        x, y = x[:n_points], y[:n_points]
+    return x, y, name, split, truth
+
+
+def _battery_record(battery: list[Attack]) -> list[list]:
+    return [[attack.name, attack.budget] for attack in battery]
+
+
+def evaluate(model: nn.Module, shell, data: Dataset | tuple, threat: Threat, **options) -> EvaluationResult:
+    """Evaluate `model` and its shell on `data` under `threat`: the whole job, every break re-verified.
+
+    Args:
+        model: any nn.Module mapping a batch inside the threat's bounds to logits.
+        shell: a shell module around `model` (e.g. `shells.MCNShell(model, delta=0.1)`), or a
+            factory `factory(model, **options)` that builds one (options: delta, p, norm, bounds,
+            seed; it may take only those it uses). The active test, the δ → 0 ablation and δ sweeps
+            rebuild the shell around other models or radii: a factory or a built-in shell can be
+            rebuilt; another instance cannot, and those parts are reported as not run.
+        data: a `Dataset` (its test split) or an `(x, y)` pair of tensors or NumPy arrays.
+        threat: `Threat(norm, eps, bounds)`; `x` must lie inside its bounds.
+        **options: keywords of `prepare_evaluation` (attacks='fast', n_points=200, seed=0,
+            store_dir=None, convergence=True, crosscheck=True, sanity_checks=True, sweep_eps=(),
+            sweep_delta=(), budgets=None, shell_options=None, chunk=50, quiet=True, call=None).
+    Returns:
+        An `EvaluationResult` with the results.json fields; `.to_report(dir)` writes the report.
+    Raises:
+        TypeError / ValueError: a wrong type or value, before any work starts or anything is written.
+    """
+    return prepare_evaluation(model, shell, data, threat, **options).run()
+
+
+@dataclass
+class Evaluation:
+    """A validated evaluation, ready to run: nothing has been computed or written yet."""
+
+    model: nn.Module
+    source: ShellSource
+    x: torch.Tensor
+    y: torch.Tensor
+    threat: Threat
+    truth: Callable | None
+    config: dict
+    battery: list[Attack]
+    attacks: str | list
+    budgets: dict | None
+    store_dir: Path | None
+    combos: list[tuple[float, float]]
+    quiet: bool
+
+    def run(self) -> EvaluationResult:
+        """Run (or resume) every combination of the sweep; return the primary result."""
+        results = []
+        primary_delta = self.combos[0][1]
+        for position, (eps, delta) in enumerate(self.combos):
+            primary = position == 0
+            directory = None if self.store_dir is None else (
+                self.store_dir if primary else self.store_dir / "sweep" / f"eps{eps:g}-delta{delta:g}")
+            shell = self.source.shell if delta == primary_delta else self.source.rebuild(self.model, delta=delta)
+            if not self.quiet:
+                print(f"[{position + 1}/{len(self.combos)}] ε = {eps:g}, δ = {delta:g}: {len(self.y)} points",
+                      flush=True)
+            results.append(_one_run(self, shell, self.threat.with_eps(eps), _run_config(self.config, shell, eps,
+                                                                                         delta, self.threat),
+                                    directory, primary))
+        first = results[0]
+        if len(results) > 1:
+            first.extras["sweep"] = [
+                {"eps": r.config["eps_value"], "delta": r.config["delta_value"],
+                 "clean_accuracy": r.clean_accuracy, "robust_accuracy": r.robust_accuracy,
+                 "transfer_robust_accuracy": r.transfer_robust_accuracy} for r in results]
+            if self.store_dir is not None:
+                first.save(self.store_dir)
+        return first
+
+
+def _run_config(config: dict, shell, eps: float, delta: float, threat: Threat) -> dict:
+    return {**config, "eps_value": eps, "delta_value": delta, "shell_parameters": describe_shell(shell),
+            "threat": {"norm": threat.norm.value, "eps": eps, "bounds": [threat.bounds.lower, threat.bounds.upper]}}
+
+
+def _check_store_dir(store_dir) -> Path | None:
+    """The run directory, if it can be one: not a file, writable where it will be created."""
+    if store_dir is None:
+        return None
+    if not isinstance(store_dir, str | Path):
+        raise TypeError(f"`store_dir` must be a path or None (got {type(store_dir).__name__})")
+    path = Path(store_dir)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"output directory {path} exists and is not a directory; choose another")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"output directory {path} cannot be written ({existing} is not writable); choose another")
+    return path
+
+
+def _check_stored_config(directory: Path | None, config: dict) -> None:
+    """Refuse, before any work, a run directory whose store holds a different configuration."""
+    if directory is None or not (directory / DB_NAME).exists():
+        return
+    store = ResultStore.reader(directory)
     try:
-        return run_battery(model, shell, x, y, threat, attacks, seed=seed, quiet=quiet, store=store,
-                           budgets=budgets, convergence=convergence,
-                           config={"seed": seed, "attacks": attacks if isinstance(attacks, str) else "custom"})
+        stored = store.config()
     finally:
-        if store is not None:
-            store.close()
+        store.close()
+    if stored is None:
+        raise ValueError(f"{directory / DB_NAME} holds no run configuration (an empty or foreign store); "
+                         "remove it or choose another directory")
+    compare_configs(stored, config, directory)
+
+
+def prepare_evaluation(model: nn.Module, shell, data: Dataset | tuple, threat: Threat, *,
+                       attacks: str | list = "fast", n_points: int | None = 200, seed: int = 0,
+                       store_dir: str | Path | None = None, convergence: bool = True, crosscheck: bool = True,
+                       sanity_checks: bool = True, sweep_eps: Sequence[float] = (),
+                       sweep_delta: Sequence[float] = (), budgets: dict[str, int] | None = None,
+                       shell_options: dict | None = None, chunk: int = 50, quiet: bool = True,
+                       call: dict | None = None) -> Evaluation:
+    """Validate every argument of `evaluate` (see there) and return the `Evaluation` to run.
+
+    Raises TypeError for wrong types and ValueError for bad values; nothing is written.
+    """
+    if not isinstance(threat, Threat):
+        raise TypeError(f"`threat` must be a robustness_eval.Threat (got {type(threat).__name__})")
+    for flag, name in ((convergence, "convergence"), (crosscheck, "crosscheck"),
+                       (sanity_checks, "sanity_checks"), (quiet, "quiet")):
+        check_flag(flag, name)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"`seed` must be an integer (got {seed!r})")
+    check_positive_int(chunk, "chunk")
+    if budgets is not None and not isinstance(budgets, dict):
+        raise TypeError(f"`budgets` must be a dict of attack name → integer budget (got {type(budgets).__name__})")
+    directory = _check_store_dir(store_dir)
+    x, y, data_name, split, truth = _points(data, n_points)
+    x, y = check_points(x, y, threat)
+    classes = check_model(model, x, y)
+    source = _shell_source(shell, model, threat, seed, shell_options)
+    check_shell(source.shell, model, x, classes)
+    battery = resolve_battery(attacks, budgets)  # unknown or repeated names, bad budgets
+    eps_values = list(dict.fromkeys([threat.eps, *(check_nonnegative(e, "sweep_eps") for e in sweep_eps)]))
+    primary_delta = (check_nonnegative(source.options["delta"], "delta") if source.factory is not None
+                     else float(getattr(source.shell, "radius", 0.0) or 0.0))
+    delta_values = list(dict.fromkeys([primary_delta,
+                                       *(check_nonnegative(d, "sweep_delta") for d in sweep_delta)]))
+    if len(delta_values) > 1 and not source.takes("delta"):
+        raise ValueError("`sweep_delta` needs a shell that can be rebuilt with another δ: pass a factory "
+                         "that takes `delta`, or a built-in shell")
+    config = {
+        "dataset": data_name, "split": split, "data_hash": data_hash(x, y), "n_points_used": len(y),
+        "model": model_label(model), "model_hash": model_hash(model),
+        "shell": describe_shell(source.shell)["kind"], "norm": threat.norm.value,
+        "eps": ",".join(f"{e:g}" for e in eps_values), "delta": ",".join(f"{d:g}" for d in delta_values),
+        "attacks": attacks if isinstance(attacks, str) else ",".join(a.name if isinstance(a, Attack) else str(a)
+                                                                   for a in attacks),
+        "battery": _battery_record(battery), "budget": sorted(f"{k}={v}" for k, v in (budgets or {}).items()),
+        "seed": seed, "convergence": convergence, "crosscheck": crosscheck, "sanity": sanity_checks,
+        "chunk": chunk, "call": dict(call or {"command": "(Python API) robustness_eval.evaluate"}),
+        "versions": versions(),
+    }
+    combos = [(e, d) for e in eps_values for d in delta_values]
+    _check_stored_config(directory, _run_config(config, source.shell, *combos[0], threat))
+    return Evaluation(model, source, x, y, threat, truth, config, battery, attacks, budgets, directory, combos,
+                      quiet)
+
+
+def _one_run(job: Evaluation, shell, threat: Threat, config: dict, directory: Path | None,
+             primary: bool) -> EvaluationResult:
+    model, x, y, seed = job.model, job.x, job.y, config["seed"]
+    store = ResultStore(directory)
+    try:
+        store.bind_config(config, volatile=VOLATILE)
+        start = time.perf_counter()
+        result = run_battery(model, shell, x, y, threat, job.attacks, seed=seed, quiet=job.quiet, config=config,
+                             store=store, budgets=job.budgets, chunk=config["chunk"],
+                             convergence=primary and config["convergence"])
+        if primary and config["crosscheck"]:
+            result.extras["crosscheck"] = _cached(store, "crosscheck",
+                                                  lambda: pgd_crosscheck(model, x, y, threat, seed=seed))
+        if primary and config["sanity"]:
+            result.extras.update(_cached(store, "truth_checks", lambda: _truth_checks(
+                result, model, shell, job.source, x, y, threat, job.battery, seed)))
+        if job.truth is not None:
+            result.extras["ground_truth"] = ground_truth(result.adversarial, job.truth, y)
+        result.examples = example_panels(model, shell, x, y, result.adversarial.get("shell", {}))
+        result.extras["seconds"] = time.perf_counter() - start
+        if directory is not None:
+            result.save(directory)
+        return result
+    finally:
+        store.close()
+
+
+def _cached(store: ResultStore, key: str, compute: Callable[[], dict]) -> dict:
+    """A store-cached extra: computed once, so a resumed run does not redo it."""
+    value = store.meta(key)
+    if value is None:
+        value = compute()
+        store.set_meta(key, value)
+    return value
+
+
+def _truth_checks(result: EvaluationResult, model, shell, source: ShellSource, x, y, threat: Threat,
+                  battery: list[Attack], seed: int) -> dict:
+    """Sanity verdicts and the active test; the shell is rebuilt around F at δ = 0 and around F'."""
+    at_zero = source.rebuild(model, delta=0.0) if source.takes("delta") else None
+    verdicts = sanity.run_all(result.to_json(), model, shell, at_zero, x, y, threat, seed=seed)
+    subset = min(len(y), 60)
+    radius = float(getattr(shell, "radius", 0.0) or 0.0)
+    if source.factory is None and not can_rebuild(shell):
+        active = {"status": "not run", "reason": "the shell cannot be rebuilt around the planted model: "
+                                                 "pass a factory(model, **options) instead of an instance"}
+    else:
+        active = active_test(model, lambda planted: source.rebuild(planted), x[:subset], y[:subset], threat,
+                             radius, battery, seed=seed)
+    return {"sanity": verdicts, "active_test": active}
+
+
+def ground_truth(adversarial: dict, true_label, y: torch.Tensor) -> dict:
+    """Class each verified break by the data's own labelling: true adversarial or label change.
+
+    `adversarial` maps a target to {point index: x'}; `true_label` is the data set's oracle.
+    """
+    out = {}
+    for target, found in adversarial.items():
+        points = sorted(found)
+        if not points:
+            out[target] = {"true_adversarial": 0, "label_changing": 0}
+            continue
+        labels = true_label(torch.stack([found[i] for i in points]).to(y.device))
+        same = int((labels.cpu() == y.cpu()[torch.tensor(points)]).sum())
+        out[target] = {"true_adversarial": same, "label_changing": len(points) - same}
+    return out
+
+
+def example_panels(model: nn.Module, shell, x: torch.Tensor, y: torch.Tensor, found: dict,
+                   count: int = EXAMPLE_COUNT) -> dict | None:
+    """x, x', and the shell's search points for both, with the labels shown (the report's example grid)."""
+    chosen = sorted(found)[:count]
+    if not chosen:
+        return None
+    index = torch.tensor(chosen, device=x.device)
+    clean, adv = x[index], torch.stack([found[i] for i in chosen]).to(x)
+    search = getattr(shell, "search", None)
+    has_search = "search" in describe_shell(shell)["capabilities"]
+    with torch.no_grad():
+        panels = {"x": (clean, shell(clean)), "x'": (adv, shell(adv))}
+        if has_search and callable(search):
+            z, z_adv = search(clean), search(adv)
+            panels["z*(x)"] = (z, torch.softmax(model(z), 1))
+            panels["z*(x')"] = (z_adv, torch.softmax(model(z_adv), 1))
+    return {"index": chosen, "label": y[index].cpu().tolist(),
+            "panels": {name: {"images": images.detach().cpu().float().numpy(),
+                              "predicted": probs.argmax(1).cpu().tolist(),
+                              "confidence": probs.max(1).values.cpu().tolist()}
+                       for name, (images, probs) in panels.items()}}

@@ -1,4 +1,8 @@
-"""The `robustness-eval` command: run an evaluation, list attacks, train zoo models."""
+"""The `robustness-eval` command: flags and TOML → load model, shell and data → `evaluate` → report.
+
+Every error is one line on stderr: exit 2 when the input is rejected before any work starts
+(nothing is written then), 1 when a run fails after it started; `--debug` shows the traceback.
+"""
 
 from __future__ import annotations
 
@@ -6,30 +10,48 @@ import argparse
 import shlex
 import sys
 import time
+import warnings
 from pathlib import Path
+
+CODE_NOTE = ("Loading module:factory, file.py:factory, TorchScript or export files runs their code "
+             "with your rights: only load files you trust.")
+
+
+class RunFailedError(Exception):
+    """A run that failed after work started (exit code 1)."""
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="robustness-eval",
-        description="Evaluate the adversarial robustness of model shells (MCN, NCN, vote) "
-                    "honestly: transfer, shell-aware and adaptive attacks, every break re-verified.")
+        description="Evaluate the adversarial robustness of model shells (MCN, NCN, vote, or your own) "
+                    "honestly: transfer, shell-aware and adaptive attacks, every break re-verified.",
+        epilog=CODE_NOTE)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="evaluate a model and its shell; write results and a report",
                          description="Evaluate base model and shell on the same points with the "
                                      "attack battery; every break is re-verified. Every flag is "
-                                     "optional; precedence: defaults < --config FILE < flags.")
+                                     "optional; precedence: defaults < --config FILE < flags.",
+                         epilog=CODE_NOTE)
     run.add_argument("--config", default=None, help="TOML file with any of the keys below")
-    run.add_argument("--dataset", help="digits (default), mnist or synthetic")
-    run.add_argument("--data-dir", help="directory with MNIST-layout IDX files (default: ../shared/data/mnist)")
-    run.add_argument("--model", help="zoo model: adversarial (PGD-trained, default) or standard")
-    run.add_argument("--shell", help="mcn (default), ncn, vote or none")
+    run.add_argument("--data", "--dataset", dest="data",
+                     help="digits (default), mnist, synthetic, cifar10, a file.npz (x, y, optional lower/upper), "
+                          "module:factory or path/to/file.py:factory returning a Dataset or (x, y)")
+    run.add_argument("--data-dir", help="directory for mnist (IDX layout; default ../shared/data/mnist) or cifar10")
+    run.add_argument("--model", help="zoo model adversarial (default) or standard; module:factory, "
+                                     "path/to/file.py:factory, a TorchScript or .pt2 export file, or a weights "
+                                     "file with --arch")
+    run.add_argument("--arch", help="module:factory building the architecture a --model weights file fits")
+    run.add_argument("--shell", help="mcn (default), ncn, vote, none, a registered shell, or module:factory / "
+                                     "path/to/file.py:factory called as factory(model, delta=, p=, norm=, bounds=, "
+                                     "seed=) (it may take only those it uses)")
     run.add_argument("--norm", help="linf (default) or l2")
     run.add_argument("--eps", help="attack radius ε, or a comma list for an ε sweep (default 0.1)")
     run.add_argument("--delta", help="shell radius δ (NCN: its radius limit), or a comma list for a "
                                      "δ sweep (default 0.1)")
-    run.add_argument("--p", type=float, help="NCN confidence threshold (default 0.9)")
+    run.add_argument("--p", type=float, help="confidence threshold for shells that take one, e.g. NCN (default 0.9)")
     run.add_argument("--attacks", help="preset (fast, full) or comma list; see `robustness-eval attacks`")
     run.add_argument("--budget", action="append", metavar="NAME=N",
                      help="override one attack's budget, e.g. --budget square=2000 (repeatable)")
@@ -43,7 +65,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="skip the sanity checks and the active test")
     run.add_argument("--out", default=None, help="output directory (default reports/<name>)")
     run.add_argument("--resume", metavar="DIR", default=None,
-                     help="continue an interrupted run in DIR; finished work is never redone")
+                     help="continue an interrupted run in DIR with its stored configuration (no configuration "
+                          "flags); finished work is never redone")
     run.add_argument("--quiet", action="store_true", help="no progress output")
 
     report = sub.add_parser("report", help="(re)write report.md, report.html and plots for a run directory")
@@ -51,55 +74,104 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-shell", help="property-test a shell: every invariant that applies to it",
                            description="Run the Hypothesis invariants on factory(model) -> shell and print "
-                                       "a table; exits 1 if any invariant fails.")
-    check.add_argument("factory", help="module:factory, e.g. robustness_eval.testing.factories:mcn_linf")
+                                       "a table; exits 1 if any invariant fails, 2 if the factory cannot be "
+                                       "loaded.", epilog=CODE_NOTE)
+    check.add_argument("factory", help="module:factory or path/to/file.py:factory, e.g. "
+                                       "robustness_eval.testing.factories:mcn_linf")
     check.add_argument("--profile", default="quick", help="quick (15 examples, default) or thorough (200)")
+    check.add_argument("--input-shape", default=None, metavar="C,H,W",
+                       help="the input shape the shell is written for, e.g. 1,8,8 (default: drawn flat shapes)")
+    check.add_argument("--data", default=None, help="draw inputs of this bundled data set's shape and bounds "
+                                                    "(digits, mnist, synthetic)")
 
     sub.add_parser("attacks", help="list attacks, their kinds and default budgets, and the presets")
 
-    train = sub.add_parser("train", help="train (or load from cache) a zoo model and print its accuracy")
-    train.add_argument("--dataset", default="digits", help="digits, mnist or synthetic")
+    train = sub.add_parser("train", help="train (or load) a zoo model; say whether it matches the shipped weights")
+    train.add_argument("--data", "--dataset", dest="data", default="digits", help="digits, mnist or synthetic")
     train.add_argument("--data-dir", default=None, help="directory with MNIST-layout IDX files")
     train.add_argument("--model", default="adversarial", help="adversarial or standard")
     train.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
-    train.add_argument("--retrain", action="store_true", help="ignore the cache")
+    train.add_argument("--retrain", action="store_true", help="train anew instead of loading shipped or cached weights")
     return parser
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from robustness_eval.config import KEYS, load_toml, resolve
-    from robustness_eval.job import run_job, run_name
-    from robustness_eval.report import write_report
+def _prepare(config: dict, out: Path, command: str, quiet: bool, explicit: set[str]):
+    """Load what the config names and validate it all: the `Evaluation` to run (nothing written yet)."""
+    from robustness_eval.api import prepare_evaluation
+    from robustness_eval.config import grid, parse_budgets
+    from robustness_eval.loading import load_data, load_model, shell_factory
+    from robustness_eval.types import Threat
+    from shells.registry import accepted_options
+
+    data = load_data(config["data"], config["data_dir"], seed=config["seed"])
+    if "data_dir" in explicit and config["data"] not in ("mnist", "cifar10"):
+        warnings.warn(f"--data-dir is ignored: --data {config['data']} does not read a directory", stacklevel=2)
+    factory = shell_factory(config["shell"])
+    for key in ("p", "delta"):
+        if key in explicit and key not in accepted_options(factory, {key: None}):
+            warnings.warn(f"--{key} is ignored: the shell {config['shell']!r} takes no {key}", stacklevel=2)
+    model = load_model(config["model"], data, config["arch"], seed=config["seed"], quiet=quiet)
+    eps, delta = grid(config)
+    return prepare_evaluation(
+        model, factory, data, Threat(config["norm"], eps[0], data.bounds), attacks=config["attacks"],
+        n_points=config["n_points"], seed=config["seed"], store_dir=out, convergence=config["convergence"],
+        crosscheck=config["crosscheck"], sanity_checks=config["sanity"], sweep_eps=eps[1:], sweep_delta=delta[1:],
+        budgets=parse_budgets(config["budget"]), shell_options={"delta": delta[0], "p": config["p"]},
+        quiet=quiet, call={"command": command, "cli": config})
+
+
+def _stored_cli_config(directory: Path) -> tuple[dict, str]:
     from robustness_eval.store import DB_NAME, ResultStore
+
+    if not (directory / DB_NAME).is_file():
+        raise FileNotFoundError(f"--resume {directory}: no {DB_NAME} there; start a run with --out")
+    store = ResultStore.reader(directory)
+    try:
+        stored = store.config()
+    finally:
+        store.close()
+    call = (stored or {}).get("call", {})
+    if "cli" not in call:
+        raise ValueError(f"--resume {directory}: the store holds no run started by `robustness-eval run`; "
+                         "resume an API run by calling evaluate() again with the same store_dir")
+    return call["cli"], call["command"]
+
+
+def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
+    from robustness_eval.config import FLAGS, KEYS, load_toml, resolve, run_name
+    from robustness_eval.report import write_report
 
     explicit = {k: getattr(args, k) for k in KEYS if getattr(args, k, None) is not None}
     if args.resume:
-        directory = Path(args.resume)
-        if not (directory / DB_NAME).exists():
-            raise FileNotFoundError(f"--resume {directory}: no {DB_NAME} there; start a run with --out")
-        store = ResultStore(directory)
-        stored = store.config()
-        store.close()
-        config = resolve(explicit, stored=stored)
-        out = directory
+        given = sorted(FLAGS[k] for k in explicit) + [f for f, v in (("--config", args.config),
+                                                                        ("--out", args.out)) if v]
+        if given:
+            raise ValueError(f"--resume takes no configuration flags (got {', '.join(given)}); it continues the "
+                             "run with its stored configuration")
+        out = Path(args.resume)
+        config, command = _stored_cli_config(out)
     else:
         config = resolve(explicit, load_toml(args.config) if args.config else None)
         out = Path(args.out) if args.out else Path("reports") / run_name(config)
-    from attacks.registry import build_battery
-
-    build_battery(config["attacks"])  # unknown names fail before any work
-    command = "robustness-eval " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["run"] else "(API)"
+        command = "robustness-eval " + shlex.join(argv)
+    evaluation = _prepare(config, out, command, args.quiet, set(explicit))
     if not args.quiet:
         print(f"{run_name(config)} -> {out}", flush=True)
-    result = run_job(config, out, command, quiet=args.quiet)
-    report = write_report(out)
+    try:
+        result = evaluation.run()
+        report = write_report(out)
+    except KeyboardInterrupt:
+        raise
+    except Exception as error:
+        raise RunFailedError(f"the run in {out} failed: {type(error).__name__}: {error}; finished chunks are "
+                             f"kept, continue with: robustness-eval run --resume {out}") from error
     if not args.quiet:
         _summary(result.to_json())
         print(f"wrote {out / 'results.json'}, {report} and {report.with_suffix('.html')}")
     return 0
 
 
-def cmd_report(args: argparse.Namespace) -> int:
+def cmd_report(args: argparse.Namespace, _: list[str]) -> int:
     from robustness_eval.report import write_report
 
     path = write_report(Path(args.directory))
@@ -118,48 +190,74 @@ def _summary(results: dict) -> None:
     print(headline(results))
 
 
-def cmd_check_shell(args: argparse.Namespace) -> int:
-    from robustness_eval.testing.kit import check_shell, format_table, load_factory
+def cmd_check_shell(args: argparse.Namespace, _: list[str]) -> int:
+    from robustness_eval.testing.kit import check_shell, format_table, input_space, load_factory
 
-    verdicts = check_shell(load_factory(args.factory), args.profile)
+    factory = load_factory(args.factory)  # exit 2 when it cannot be imported
+    verdicts = check_shell(factory, args.profile, input_space(args.input_shape, args.data))
     print(format_table(verdicts))
     return 1 if any(v.status == "fail" for v in verdicts) else 0
 
 
-def cmd_attacks(_: argparse.Namespace) -> int:
-    from attacks.registry import ATTACKS, PRESETS
+def cmd_attacks(_: argparse.Namespace, __: list[str]) -> int:
+    from attacks.registry import PRESETS, attack_classes
 
-    print(f"{'name':15s} {'kind':15s} {'view':12s} {'budget':>7s}  description")
-    for name, cls in ATTACKS.items():
-        print(f"{name:15s} {cls.kind.value:15s} {cls.view:12s} {cls().budget:7d}  {cls.description}")
+    print(f"{'name':15s} {'kind':15s} {'view':12s} {'budget':>7s}  {'needs':28s} description")
+    for name, cls in attack_classes().items():
+        needs = ",".join(sorted(cls.requires)) or ("search|sampling" if name == "eot" else "-")
+        print(f"{name:15s} {cls.kind.value:15s} {cls.view:12s} {cls().budget:7d}  {needs:28s} {cls.description}")
     for preset, entries in PRESETS.items():
         listed = [name if budget is None else f"{name}({budget})" for name, budget in entries]
         print(f"preset {preset}: {', '.join(listed)}")
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def cmd_train(args: argparse.Namespace, _: list[str]) -> int:
     from robustness_eval.data import load_dataset
-    from robustness_eval.zoo import accuracy, cache_dir, load_model, model_hash
+    from robustness_eval.zoo import accuracy, cache_dir, load_model, model_hash, shipped_hash
 
-    data = load_dataset(args.dataset, args.data_dir, seed=args.seed)
+    data = load_dataset(args.data, args.data_dir, seed=args.seed)
     start = time.perf_counter()
     model = load_model(data, args.model, seed=args.seed, retrain=args.retrain, quiet=False)
-    print(f"{args.dataset} {args.model}: test accuracy {accuracy(model, data.x_test, data.y_test):.1%}, "
-          f"hash {model_hash(model)}, {time.perf_counter() - start:.1f}s, cache {cache_dir()}")
+    digest = model_hash(model)
+    shipped = shipped_hash(data, args.model, args.seed)
+    match = ("no shipped weights for this recipe" if shipped is None else
+             "matches the shipped weights" if shipped == digest else f"differs from the shipped weights ({shipped})")
+    print(f"{args.data} {args.model}: test accuracy {accuracy(model, data.x_test, data.y_test):.1%}, "
+          f"hash {digest} ({match}), {time.perf_counter() - start:.1f}s, cache {cache_dir()}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     commands = {"run": cmd_run, "report": cmd_report, "attacks": cmd_attacks, "check-shell": cmd_check_shell,
                 "train": cmd_train}
+    formatting = warnings.formatwarning
+    warnings.formatwarning = lambda message, *_, **__: f"robustness-eval: warning: {message}\n"
     try:
-        return commands[args.command](args)
-    except (ValueError, FileNotFoundError) as error:
+        return commands[args.command](args, argv)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        where = f": resume with robustness-eval run --resume {args.out or args.resume}" if args.command == "run" and (
+            args.out or args.resume) else ""
+        print(f"robustness-eval: interrupted; finished chunks are kept{where}", file=sys.stderr)
+        return 130
+    except RunFailedError as error:
+        if args.debug:
+            raise
         print(f"robustness-eval: error: {error}", file=sys.stderr)
+        return 1
+    except Exception as error:  # every other error was raised before any work: bad input
+        if args.debug:
+            raise
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"robustness-eval: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        warnings.formatwarning = formatting
 
 
 if __name__ == "__main__":  # python -m robustness_eval.cli

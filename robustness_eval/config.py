@@ -1,24 +1,59 @@
-"""Run configuration: defaults < TOML file < command-line flags, and the resume rule.
+"""Run configuration for the CLI: defaults < TOML file < command-line flags.
 
-A run's config holds everything needed to rerun it. `resolve` merges the three layers and
-validates every value at the boundary, with errors that name the key and what to pass instead.
+A run's config holds everything needed to rerun it. `load_toml` type-checks every value when the
+file is read (a string "false" is not a boolean; `n_points = 10.7` is not an integer) and names
+the file in every error; `resolve` merges the layers and validates every value, with errors that
+name the flag and what to pass instead.
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 
-from robustness_eval.types import Norm, check_nonnegative, check_positive_int
+from robustness_eval.types import Norm, check_nonnegative, check_positive_int, check_probability
 
-DEFAULTS = {"dataset": "digits", "data_dir": None, "model": "adversarial", "shell": "mcn",
+DEFAULTS = {"data": "digits", "data_dir": None, "model": "adversarial", "arch": None, "shell": "mcn",
             "norm": "linf", "eps": "0.1", "delta": "0.1", "p": 0.9, "attacks": "fast",
             "n_points": 200, "seed": 0, "budget": [], "convergence": True, "crosscheck": True,
             "sanity": True}
 KEYS = tuple(DEFAULTS)
+ALIASES = {"dataset": "data"}
+FLAGS = {key: "--" + key.replace("_", "-") for key in KEYS}
 
 
-def _float_list(value, key: str) -> list[float]:
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# what a TOML value of each key may be, and how to say it
+TOML_TYPES = {
+    "data": (lambda v: isinstance(v, str), "a string (a data set name, file.npz or module:factory)"),
+    "data_dir": (lambda v: isinstance(v, str), "a string (a directory)"),
+    "model": (lambda v: isinstance(v, str), "a string (a zoo name, module:factory or a file)"),
+    "arch": (lambda v: isinstance(v, str), "a string (module:factory)"),
+    "shell": (lambda v: isinstance(v, str), "a string (a shell name or module:factory)"),
+    "norm": (lambda v: isinstance(v, str), 'a string ("linf" or "l2")'),
+    "eps": (lambda v: _is_number(v) or isinstance(v, str) or (isinstance(v, list) and all(map(_is_number, v))),
+            'a number, a list of numbers, or a comma string such as "0.05,0.1"'),
+    "delta": (lambda v: _is_number(v) or isinstance(v, str) or (isinstance(v, list) and all(map(_is_number, v))),
+              'a number, a list of numbers, or a comma string such as "0,0.1"'),
+    "p": (_is_number, "a number in (0, 1)"),
+    "attacks": (lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(a, str) for a in v)),
+                'a preset or comma string ("fast", "pgd,square") or a list of names'),
+    "n_points": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer ≥ 1"),
+    "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "budget": (lambda v: isinstance(v, list) and all(isinstance(b, str) for b in v),
+               'a list of "NAME=N" strings, e.g. ["square=2000"]'),
+    "convergence": (lambda v: isinstance(v, bool), "true or false"),
+    "crosscheck": (lambda v: isinstance(v, bool), "true or false"),
+    "sanity": (lambda v: isinstance(v, bool), "true or false"),
+}
+
+
+def float_list(value, key: str) -> list[float]:
+    """A number, a list of numbers, or a comma string, as a list of finite numbers ≥ 0."""
     parts = value if isinstance(value, list) else str(value).split(",")
     try:
         numbers = [float(p) for p in parts if str(p).strip() != ""]
@@ -41,54 +76,52 @@ def parse_budgets(items: list[str]) -> dict[str, int]:
 
 
 def load_toml(path: str | Path) -> dict:
-    """Read a TOML config; unknown keys are an error that lists the valid ones."""
+    """Read and type-check a TOML config; every error names the file."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"--config {path} is a directory; pass a TOML file")
     if not path.is_file():
         raise FileNotFoundError(f"--config {path} does not exist")
-    data = tomllib.loads(path.read_text())
-    data = {k.replace("-", "_"): v for k, v in data.items()}
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"--config {path} is not valid TOML: {error}") from None
+    data = {ALIASES.get(k.replace("-", "_"), k.replace("-", "_")): v for k, v in data.items()}
     unknown = sorted(set(data) - set(KEYS))
     if unknown:
         raise ValueError(f"unknown config key(s) {', '.join(unknown)} in {path}; valid keys: {', '.join(KEYS)}")
+    for key, value in data.items():
+        accepts, wanted = TOML_TYPES[key]
+        if not accepts(value):
+            raise ValueError(f"--config {path}: `{key}` must be {wanted} (got {value!r})")
+    if isinstance(data.get("attacks"), list):
+        data["attacks"] = ",".join(data["attacks"])
     return data
 
 
-def resolve(explicit: dict, toml: dict | None = None, stored: dict | None = None) -> dict:
-    """Merge the layers into a validated config.
-
-    `explicit` holds only flags the user typed. With `stored` (a resume), an explicit value that
-    differs from the stored one is an error naming the keys.
-    """
-    if stored is not None:
-        base = {k: stored.get(k, DEFAULTS[k]) for k in KEYS}
-        differ = [k for k, v in explicit.items() if _normal(k, v) != _normal(k, base[k])]
-        if differ:
-            detail = "; ".join(f"{k}: stored {base[k]!r}, given {explicit[k]!r}" for k in differ)
-            raise ValueError(f"cannot resume with a different config: {', '.join(differ)} differ ({detail})")
-        merged = base
-    else:
-        merged = {**DEFAULTS, **(toml or {}), **explicit}
-    config = dict(merged)
+def resolve(explicit: dict, toml: dict | None = None) -> dict:
+    """Merge defaults < TOML < flags into a validated config (errors name the flag)."""
+    config = {**DEFAULTS, **(toml or {}), **explicit}
     config["norm"] = Norm.parse(config["norm"], "--norm").value
-    config["eps"] = ",".join(f"{v:g}" for v in _float_list(config["eps"], "--eps"))
-    config["delta"] = ",".join(f"{v:g}" for v in _float_list(config["delta"], "--delta"))
-    config["n_points"] = check_positive_int(int(config["n_points"]), "--n-points")
-    config["seed"] = int(config["seed"])
-    config["p"] = float(config["p"])
+    config["eps"] = ",".join(f"{v:g}" for v in float_list(config["eps"], "--eps"))
+    config["delta"] = ",".join(f"{v:g}" for v in float_list(config["delta"], "--delta"))
+    config["n_points"] = check_positive_int(config["n_points"], "--n-points")
+    config["p"] = check_probability(config["p"], "--p")
     config["budget"] = sorted(f"{k}={v}" for k, v in parse_budgets(config["budget"]).items())
     return config
 
 
-def _normal(key: str, value):
-    if key in ("eps", "delta"):
-        return _float_list(value, key)
-    if key == "budget":
-        return sorted(parse_budgets(value).items())
-    if key == "norm":
-        return Norm.parse(value).value
-    return value
+def grid(config: dict) -> tuple[list[float], list[float]]:
+    """The ε and δ values of a run; the first of each is the primary run."""
+    return float_list(config["eps"], "--eps"), float_list(config["delta"], "--delta")
 
 
-def grid(config: dict) -> list[tuple[float, float]]:
-    """Every (ε, δ) combination of a sweep, the primary (first ε, first δ) first."""
-    return [(e, d) for e in _float_list(config["eps"], "eps") for d in _float_list(config["delta"], "delta")]
+def run_name(config: dict) -> str:
+    """The default output directory's name: data, model, shell, threat and seed, filesystem-safe."""
+    def label(spec: str) -> str:
+        text = str(spec).rpartition(":")[2] if ":" in str(spec) else Path(str(spec)).stem or str(spec)
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
+
+    return (f"{label(config['data'])}-{label(config['model'])}-{label(config['shell'])}-{config['norm']}"
+            f"-eps{config['eps'].replace(',', '_')}-delta{config['delta'].replace(',', '_')}"
+            f"-seed{config['seed']}")

@@ -252,3 +252,37 @@ def load_cifar10(directory: str | Path) -> Dataset:
     x_te, y_te = read([test_path])
     return Dataset("cifar10", x_tr, y_tr, x_te, y_te, num_classes=10,
                    split={"source": str(directory), "train": [p.name for p in train_paths], "test": "test_batch"})
+
+
+def load_npz(path: str | Path) -> Dataset:
+    """A user's evaluation points from an `.npz` with `x`, `y` and optional scalar `lower`, `upper`.
+
+    The points are used in file order; there is no training split (bring your own model).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--data {path} does not exist")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--data {path} is not a readable .npz file ({error})") from None
+    with archive:
+        missing = [key for key in ("x", "y") if key not in archive.files]
+        if missing:
+            raise ValueError(f"--data {path} lacks the array(s) {', '.join(missing)}; an .npz needs x (inputs) and "
+                             f"y (integer labels), optionally lower and upper (scalar bounds); it holds: "
+                             f"{', '.join(archive.files) or 'nothing'}")
+        x, y = archive["x"], archive["y"]
+        lower = float(archive["lower"]) if "lower" in archive.files else 0.0
+        upper = float(archive["upper"]) if "upper" in archive.files else 1.0
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"--data {path}: y must hold integer labels (got dtype {y.dtype})")
+    if y.ndim != 1 or x.ndim < 2 or len(x) != len(y) or len(y) == 0:
+        raise ValueError(f"--data {path}: x must be (n, ...) and y (n,) with the same n ≥ 1 "
+                         f"(got x {x.shape}, y {y.shape})")
+    x_test = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    y_test = torch.from_numpy(y.astype(np.int64))
+    empty = torch.zeros(0, *x_test.shape[1:])
+    return Dataset(path.stem, empty, torch.zeros(0, dtype=torch.long), x_test, y_test,
+                   num_classes=int(y_test.max()) + 1, bounds=Bounds(lower, upper),
+                   split={"source": str(path), "method": "user .npz, points in file order", "test": len(y_test)})

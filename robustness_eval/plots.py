@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
+from robustness_eval.results import EXAMPLES_NAME, load_examples
 from robustness_eval.store import DB_NAME, ResultStore
 
 
@@ -61,7 +62,7 @@ def _queries_plot(results: dict, directory: Path, path: Path) -> Path | None:
              if a["target"] == "shell" and a["kind"] in ("score-based", "decision-based") and a["attacked"]]
     if not names:
         return None
-    store = ResultStore(directory)
+    store = ResultStore.reader(directory)
     try:
         fig, ax = plt.subplots(figsize=(5, 3.4))
         for name in names:
@@ -110,46 +111,28 @@ def _image_shape(shape: tuple[int, ...]) -> tuple[int, int] | None:
     return (side, side) if side * side == size and side >= 8 else None
 
 
-def _example_grid(results: dict, directory: Path, path: Path, count: int = 6) -> Path | None:
-    cfg = results["config"]
-    if cfg.get("dataset") not in ("digits", "mnist", "cifar10") or not (directory / DB_NAME).exists():
+def _example_grid(results: dict, directory: Path, path: Path) -> Path | None:
+    examples = load_examples(directory / EXAMPLES_NAME)
+    if examples is None:
         return None
-    from robustness_eval.data import load_dataset
-    from robustness_eval.zoo import load_model
-    from shells.factory import build_shell
-
-    data = load_dataset(cfg["dataset"], cfg.get("data_dir"), seed=cfg.get("seed", 0))
-    hw = _image_shape(data.input_shape)
-    store = ResultStore(directory)
-    try:
-        adversarial = store.adversarial("main", "shell", data.input_shape)
-    finally:
-        store.close()
-    if hw is None or not adversarial:
+    hw = _image_shape(tuple(next(iter(examples["panels"].values()))["images"].shape[1:]))
+    if hw is None:
         return None
-    model = load_model(data, cfg["model"], seed=cfg.get("seed", 0))
-    params = cfg["shell_parameters"]
-    shell = build_shell(cfg["shell"], model, cfg["norm"], data.bounds,
-                        cfg.get("delta_value", params["radius"]), cfg.get("p", 0.9), seed=cfg.get("seed", 0))
-    chosen = sorted(adversarial)[:count]
-    x = data.x_test[torch.tensor(chosen)]
-    x_adv = torch.stack([adversarial[i] for i in chosen])
-    y = data.y_test[torch.tensor(chosen)]
-    with torch.no_grad():
-        z, z_adv = shell.search(x), shell.search(x_adv)
-        panels = [(x, "x", shell(x)), (x_adv, "x'", shell(x_adv)),
-                  (z, "z*(x)", torch.softmax(model(z), 1)), (z_adv, "z*(x')", torch.softmax(model(z_adv), 1))]
-    fig, axes = plt.subplots(len(chosen), 4, figsize=(6.4, 1.7 * len(chosen)), squeeze=False)
+    chosen, y = examples["index"], examples["label"]
+    panels = [(torch.from_numpy(p["images"]), name, p["predicted"], p["confidence"])
+              for name, p in examples["panels"].items()]
+    fig, axes = plt.subplots(len(chosen), len(panels), figsize=(1.6 * len(panels), 1.7 * len(chosen)),
+                             squeeze=False)
     for row in range(len(chosen)):
-        for col, (images, name, probs) in enumerate(panels):
+        for col, (images, name, predicted, confidence) in enumerate(panels):
             ax = axes[row][col]
             picture = images[row]
             if picture.dim() == 3 and picture.shape[0] == 3:
                 ax.imshow(picture.permute(1, 2, 0).clamp(0, 1).numpy())
             else:
                 ax.imshow(picture.reshape(hw).numpy(), cmap="gray", vmin=0, vmax=1)
-            label = int(probs[row].argmax())
-            ax.set_title(f"{name}: {label} ({float(probs[row].max()):.2f})" + (" ✓" if label == int(y[row]) else ""),
+            label = int(predicted[row])
+            ax.set_title(f"{name}: {label} ({float(confidence[row]):.2f})" + (" ✓" if label == int(y[row]) else ""),
                          fontsize=7)
             ax.axis("off")
     fig.suptitle("true label ✓; G's label (confidence) for x, x'; F's for z*", fontsize=8)

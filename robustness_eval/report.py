@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,10 +143,23 @@ def sections(results: dict, plots: dict[str, Path]) -> list[Section]:
         for target, counts in truth.items():
             gt.rows.append([target, str(counts["true_adversarial"]), str(counts["label_changing"])])
         out.append(gt)
+    skipped = extras.get("skipped", [])
+    if skipped:
+        skip = Section("Attacks skipped", ["Attacks are matched to a target by what it offers (its capabilities), "
+                                           "never by its name; these did not apply."],
+                       ["target", "attack", "why"])
+        for row in skipped:
+            skip.rows.append([row["target"], row["attack"], row["reason"]])
+        out.append(skip)
     if plots:
         out.append(Section("Plots", images=[(name, path) for name, path in plots.items()]))
-    out.append(Section("Reproduce", [f"Model hash {cfg.get('model_hash', 'n/a')}; seed {cfg.get('seed', 0)}; "
-                                     f"versions {cfg.get('versions', {})}."], code=cfg.get("command", "(Python API)")))
+    call = cfg.get("call", {})
+    out.append(Section("Reproduce", [
+        f"Model {cfg.get('model', 'n/a')} (hash {cfg.get('model_hash', 'n/a')}); points: {cfg.get('dataset', 'n/a')} "
+        f"(hash {cfg.get('data_hash', 'n/a')}, {cfg.get('n_points_used', results['n_points'])} points); shell "
+        f"{shell.get('class', shell['kind'])} with capabilities {', '.join(shell.get('capabilities', [])) or 'none'}; "
+        f"seed {cfg.get('seed', 0)}; chunk {cfg.get('chunk', 'n/a')}; versions {cfg.get('versions', {})}."],
+        code=call.get("command", cfg.get("command", "(Python API)"))))
     return out
 
 
@@ -194,6 +208,10 @@ def to_html(parts: list[Section]) -> str:
             f"</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n")
 
 
+REQUIRED_KEYS = ("config", "n_points", "clean_accuracy", "robust_accuracy", "transfer_robust_accuracy",
+                 "attack_success_rate", "transfer_attack_success_rate", "retained_accuracy", "attacks", "points")
+
+
 def _write(path: Path, text: str) -> None:
     partial = path.with_name(path.name + ".tmp")
     partial.write_text(text)
@@ -207,7 +225,16 @@ def write_report(directory: str | Path, results: dict | None = None) -> Path:
         path = directory / "results.json"
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist; run `robustness-eval run --out {directory}` first")
-        results = json.loads(path.read_text())
+        try:
+            results = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{path} is not valid JSON ({error}); rerun the evaluation") from None
+    missing = [key for key in REQUIRED_KEYS if not isinstance(results, dict) or key not in results]
+    if missing:
+        raise ValueError(f"{directory / 'results.json'} is not a results.json written by robustness-eval "
+                         f"(missing: {', '.join(missing)}); rerun the evaluation")
+    if not os.access(directory, os.W_OK):
+        raise PermissionError(f"{directory} is not writable; copy the run elsewhere to redraw its report")
     plots = write_plots(results, directory)
     parts = sections(results, plots)
     _write(directory / "report.md", to_markdown(parts, directory))

@@ -13,10 +13,25 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from robustness_eval.stats import statistics
 from robustness_eval.types import AttackKind, Threat
+from shells.base import IdentityShell, capabilities
+
+
+def describe_shell(shell) -> dict:
+    """A shell's public parameters and capabilities, as results.json records them (any module)."""
+    describe = getattr(shell, "describe", None)
+    described = dict(describe()) if callable(describe) else {}
+    base = {"kind": str(getattr(shell, "kind", type(shell).__name__)),
+            "class": f"{type(shell).__module__}.{type(shell).__qualname__}",
+            "norm": str(getattr(getattr(shell, "norm", None), "value", getattr(shell, "norm", None))),
+            "radius": float(getattr(shell, "radius", 0.0) or 0.0),
+            "threshold": getattr(shell, "threshold", None),
+            "randomized": bool(getattr(shell, "randomized", False))}
+    return {**base, **described, "capabilities": sorted(capabilities(shell))}
 
 
 @dataclass
@@ -46,6 +61,31 @@ class PointRecord:
     perturbation_norm: dict
 
 
+EXAMPLES_NAME = "examples.npz"
+
+
+def save_examples(examples: dict, path: Path) -> None:
+    """The example panels as one .npz: images per panel, and their labels as JSON."""
+    arrays = {f"images_{i}": panel["images"] for i, panel in enumerate(examples["panels"].values())}
+    meta = {"index": examples["index"], "label": examples["label"],
+            "panels": [{"name": name, "predicted": panel["predicted"], "confidence": panel["confidence"]}
+                       for name, panel in examples["panels"].items()]}
+    partial = path.with_suffix(".tmp.npz")
+    np.savez_compressed(partial, meta=np.array(json.dumps(meta)), **arrays)
+    partial.replace(path)
+
+
+def load_examples(path: Path) -> dict | None:
+    """The panels `save_examples` wrote, or None when there are none."""
+    if not path.exists():
+        return None
+    with np.load(path) as saved:
+        meta = json.loads(str(saved["meta"]))
+        panels = {panel["name"]: {"images": saved[f"images_{i}"], "predicted": panel["predicted"],
+                                  "confidence": panel["confidence"]} for i, panel in enumerate(meta["panels"])}
+    return {"index": meta["index"], "label": meta["label"], "panels": panels}
+
+
 def _share(count: int, total: int) -> float:
     return count / total if total else 0.0
 
@@ -60,13 +100,16 @@ def _mean_trace(traces: list[list[float]]) -> list[float]:
     return out
 
 
-def _summarise(store, phase: str, battery: list, kinds: dict, correct: dict, n: int):
-    """The ladder of one phase, and per target the breaking attack and ‖x' − x‖ of each point."""
-    records, broken_by, norms = [], {t: {} for t in kinds}, {t: {} for t in kinds}
+def _summarise(store, phase: str, battery: list, offered: dict, correct: dict, n: int):
+    """The ladder of one phase, and per target the breaking attack and ‖x' − x‖ of each point.
+
+    `offered` maps each target to the capabilities it offers; an attack that does not apply to a
+    target has no rung for it."""
+    records, broken_by, norms = [], {t: {} for t in offered}, {t: {} for t in offered}
     for attack in battery:
         trace = _mean_trace(store.traces(phase, attack.name))
-        for target, (kind, randomized) in kinds.items():
-            if not attack.applies_to(kind, randomized):
+        for target, caps in offered.items():
+            if attack.skip_reason(caps) is not None:
                 continue
             rows = store.rows(phase, target, attack.name)
             for row in rows:
@@ -100,6 +143,7 @@ class EvaluationResult:
     points: list
     extras: dict = field(default_factory=dict)
     adversarial: dict = field(default_factory=dict, repr=False)
+    examples: dict | None = field(default=None, repr=False)
 
     @classmethod
     def from_store(cls, store, config: dict, threat: Threat, shell, correct: dict,
@@ -107,7 +151,7 @@ class EvaluationResult:
                    input_shape: tuple[int, ...]) -> EvaluationResult:
         """Summarise a run from its store: the ladder, the worst case per point, the views."""
         n = len(labels)
-        kinds = {"base": ("none", False), "shell": (shell.kind, bool(shell.randomized))}
+        kinds = {"base": IdentityShell.capabilities, "shell": capabilities(shell)}
         records, broken_by, norms = _summarise(store, "main", batteries["main"], kinds, correct, n)
         points = [PointRecord(int(indices[i]) if indices is not None else i, int(labels[i]),
                               bool(correct["base"][i]), bool(correct["shell"][i]),
@@ -128,7 +172,7 @@ class EvaluationResult:
         retained = _share(sum(p.shell_correct for p in base_right), len(base_right))
         config = {**config, "threat": {"norm": threat.norm.value, "eps": threat.eps,
                                        "bounds": [threat.bounds.lower, threat.bounds.upper]},
-                  "shell_parameters": shell.describe()}
+                  "shell_parameters": describe_shell(shell)}
         extras = {"statistics": statistics([asdict(p) for p in points], n)}
         if "x2" in batteries:
             _, doubled, _ = _summarise(store, "x2", batteries["x2"], kinds, correct, n)
@@ -148,13 +192,15 @@ class EvaluationResult:
         return [a for a in self.attacks if a["target"] == target]
 
     def to_json(self) -> dict:
-        data = {key: value for key, value in self.__dict__.items() if key != "adversarial"}
+        data = {key: value for key, value in self.__dict__.items() if key not in ("adversarial", "examples")}
         return json.loads(json.dumps(data))
 
     def save(self, directory: str | Path) -> Path:
-        """Write results.json (atomically) into `directory`."""
+        """Write results.json (and examples.npz, the report's example panels) atomically into `directory`."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        if self.examples:
+            save_examples(self.examples, directory / EXAMPLES_NAME)
         path = directory / "results.json"
         partial = path.with_suffix(".json.tmp")
         partial.write_text(json.dumps(self.to_json(), indent=2) + "\n")

@@ -24,13 +24,14 @@ from tqdm.auto import tqdm
 
 from attacks.base import Attack
 from attacks.registry import build_battery
+from robustness_eval.modules import eval_mode
 from robustness_eval.progress import progress
 from robustness_eval.results import EvaluationResult
 from robustness_eval.store import ResultStore
 from robustness_eval.types import AttackKind, Threat
 from robustness_eval.verify import predict_labels, verify
 from robustness_eval.views import BaseModelView, ShellAwareView, ShellOracle
-from shells.base import IdentityShell, Shell
+from shells.base import IdentityShell, Shell, capabilities
 
 KIND_ORDER = [AttackKind.TRANSFER, AttackKind.BASELINE, AttackKind.SHELL_AWARE, AttackKind.BPDA,
               AttackKind.EOT, AttackKind.SCORE_BASED, AttackKind.DECISION_BASED]
@@ -48,9 +49,16 @@ def order_battery(battery: list[Attack]) -> list[Attack]:
     return sorted(battery, key=lambda attack: KIND_ORDER.index(attack.kind))
 
 
-def repeats_for(shell: Shell) -> int:
+def repeats_for(shell: nn.Module) -> int:
     """Queries per verdict: a majority of 5 for randomized shells, 1 otherwise."""
-    return VERIFY_REPEATS_RANDOMIZED if shell.randomized else 1
+    return VERIFY_REPEATS_RANDOMIZED if getattr(shell, "randomized", False) else 1
+
+
+def skipped_attacks(battery: list[Attack], shells: dict[str, nn.Module]) -> list[dict]:
+    """Per target, every attack of the battery that does not apply to it, and why."""
+    return [{"target": target, "attack": attack.name, "reason": reason}
+            for target, shell in shells.items() for attack in battery
+            if (reason := attack.skip_reason(capabilities(shell))) is not None]
 
 
 def _view_for(attack: Attack, model: nn.Module, shell: Shell, threat: Threat, n: int):
@@ -74,12 +82,15 @@ def resolve_battery(attacks: str | list[str] | list[Attack], budgets: dict[str, 
     return order_battery(build_battery(attacks, budgets, budget_scale))
 
 
-def evaluate(model: nn.Module, shell: Shell, x: torch.Tensor, y: torch.Tensor, threat: Threat,
-             attacks: str | list[str] | list[Attack] = "fast", seed: int = 0, quiet: bool = True,
-             config: dict | None = None, indices: list[int] | None = None,
-             store: ResultStore | None = None, chunk: int = 50, budgets: dict[str, int] | None = None,
-             convergence: bool = False) -> EvaluationResult:
+def run_battery(model: nn.Module, shell: Shell, x: torch.Tensor, y: torch.Tensor, threat: Threat,
+                attacks: str | list[str] | list[Attack] = "fast", seed: int = 0, quiet: bool = True,
+                config: dict | None = None, indices: list[int] | None = None,
+                store: ResultStore | None = None, chunk: int = 50, budgets: dict[str, int] | None = None,
+                convergence: bool = False) -> EvaluationResult:
     """Run the battery on base and shell; return per-point worst-case results.
+
+    This is the battery alone, on inputs already validated; `robustness_eval.evaluate` is the
+    whole evaluation (validation, checks, provenance, sweeps) and calls it.
 
     Args:
         model: base classifier F (logits), in eval mode.
@@ -103,7 +114,7 @@ def evaluate(model: nn.Module, shell: Shell, x: torch.Tensor, y: torch.Tensor, t
         raise ValueError(f"`x` and `y` need the same, non-zero number of points "
                          f"(got {x.shape[0]} and {y.shape[0]})")
     store = store or ResultStore(None)
-    model.eval()
+    eval_mode(model)
     shells = {"base": IdentityShell(model, threat.norm, threat.bounds), "shell": shell}
     correct = {}
     for name, target in shells.items():
@@ -126,9 +137,11 @@ def evaluate(model: nn.Module, shell: Shell, x: torch.Tensor, y: torch.Tensor, t
             if not quiet:
                 for target in TARGETS:
                     _print_rung(store, phase, attack, target, correct, battery[: position + 1])
-    return EvaluationResult.from_store(
+    result = EvaluationResult.from_store(
         store, config=dict(config or {}), threat=threat, shell=shell, correct=correct,
         labels=y, indices=indices, batteries=batteries, input_shape=tuple(x.shape[1:]))
+    result.extras["skipped"] = skipped_attacks(batteries["main"], shells)
+    return result
 
 
 def _alive(store: ResultStore, phase: str, target: str, correct: torch.Tensor, earlier: set[str]):
@@ -142,7 +155,7 @@ def _alive(store: ResultStore, phase: str, target: str, correct: torch.Tensor, e
 def _run_attack(attack: Attack, model: nn.Module, shells: dict[str, Shell], correct: dict,
                 x: torch.Tensor, y: torch.Tensor, threat: Threat, seed: int, store: ResultStore,
                 phase: str, earlier: set[str], chunk: int, quiet: bool) -> None:
-    applies = [t for t in TARGETS if attack.applies_to(shells[t].kind, shells[t].randomized)]
+    applies = [t for t in TARGETS if attack.skip_reason(capabilities(shells[t])) is None]
     alive = {t: _alive(store, phase, t, correct[t], earlier) for t in applies}
     if attack.view == "base":  # craft once on F for every point alive on any target
         union = torch.zeros_like(correct["base"])

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from robustness_eval.runner import evaluate
+from robustness_eval.runner import run_battery
 from robustness_eval.types import Norm, Threat
 from robustness_eval.verify import predict_labels
 
@@ -41,7 +41,7 @@ def unbounded_attack(model: nn.Module, shell, x: torch.Tensor, y: torch.Tensor, 
     """
     width = threat.bounds.width
     eps = width if threat.norm is Norm.LINF else width * float(x[0].numel()) ** 0.5
-    result = evaluate(model, shell, x, y, threat.with_eps(eps), attacks, seed=seed)
+    result = run_battery(model, shell, x, y, threat.with_eps(eps), attacks, seed=seed)
     rates = {t: result.attack_success_rate[t] for t in ("base", "shell")}
     figures = f"success at ε = {eps:g} on {len(y)} points: base {rates['base']:.0%}, shell {rates['shell']:.0%}"
     ok = all(r == 1.0 for r in rates.values())

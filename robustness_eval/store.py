@@ -14,6 +14,7 @@ half a chunk; a resumed run skips every finished chunk and recomputes nothing.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import sqlite3
 from pathlib import Path
@@ -38,8 +39,15 @@ CREATE TABLE IF NOT EXISTS chunks (
 DB_NAME = "results.sqlite"
 
 
+LOCK_NAME = ".lock"
+
+
 class ConfigMismatchError(ValueError):
     """Raised when resuming a run with a config that differs from the stored one."""
+
+
+class StoreBusyError(RuntimeError):
+    """Raised when another live process holds the run directory's lock."""
 
 
 def _blob(tensor: torch.Tensor) -> bytes:
@@ -50,21 +58,79 @@ def _unblob(blob: bytes, shape: tuple[int, ...]) -> torch.Tensor:
     return torch.from_numpy(np.frombuffer(blob, dtype=np.float32).copy()).reshape(shape)
 
 
+def compare_configs(stored: dict, config: dict, directory, volatile: tuple[str, ...] = ("call", "versions")) -> None:
+    """Raise ConfigMismatchError naming every key (but `volatile` ones) whose value differs."""
+    config = json.loads(json.dumps(config))
+    differ = sorted(key for key in set(stored) | set(config)
+                    if key not in volatile and stored.get(key) != config.get(key))
+    if differ:
+        detail = "; ".join(f"{k}: stored {_short(stored.get(k))}, now {_short(config.get(k))}" for k in differ)
+        raise ConfigMismatchError(
+            f"cannot resume {directory}: the run there has a different configuration ({', '.join(differ)} differ: "
+            f"{detail}); rerun with the stored settings or choose another output directory")
+
+
+def _short(value, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class ResultStore:
     """Append-only, chunk-atomic storage of one run's per-point results."""
 
     def __init__(self, directory: str | Path | None) -> None:
-        """Open (or create) the store in `directory`; None keeps it in memory."""
+        """Open (or create) the store in `directory`; None keeps it in memory.
+
+        A directory store takes an exclusive lock (`flock`, released by the OS when the holder dies),
+        so two runs never write the same directory at once.
+        """
         self.directory = Path(directory) if directory is not None else None
+        self._lock = None
         if self.directory is not None:
+            if self.directory.exists() and not self.directory.is_dir():
+                raise NotADirectoryError(f"{self.directory} exists and is not a directory; choose another "
+                                         "output directory")
             self.directory.mkdir(parents=True, exist_ok=True)
+            self._lock = open(self.directory / LOCK_NAME, "w")
+            try:
+                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._lock.close()
+                raise StoreBusyError(f"another run is writing {self.directory} (its lock is held); wait for it "
+                                     "to finish or choose another output directory") from None
         self.path = self.directory / DB_NAME if self.directory is not None else ":memory:"
-        self.db = sqlite3.connect(self.path)
-        self.db.executescript(SCHEMA)
-        self.db.commit()
+        try:
+            self.db = sqlite3.connect(self.path)
+            self.db.executescript(SCHEMA)
+            self.db.commit()
+        except sqlite3.DatabaseError as error:
+            self._release()
+            raise ValueError(f"{self.path} is not a readable result store ({error}); "
+                             "remove it or choose another directory") from None
+
+    @classmethod
+    def reader(cls, directory: str | Path) -> ResultStore:
+        """Open an existing store read-only: no lock taken, nothing created (reports use this)."""
+        store = cls.__new__(cls)
+        store.directory, store._lock = Path(directory), None
+        store.path = store.directory / DB_NAME
+        if not store.path.is_file():
+            raise FileNotFoundError(f"{store.path} does not exist")
+        try:
+            store.db = sqlite3.connect(f"file:{store.path}?mode=ro", uri=True)
+            store.db.execute("SELECT 1 FROM meta LIMIT 1")
+        except sqlite3.DatabaseError as error:
+            raise ValueError(f"{store.path} is not a readable result store ({error})") from None
+        return store
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # closing the descriptor releases the flock
+            self._lock = None
 
     def close(self) -> None:
         self.db.close()
+        self._release()
 
     # --- config -------------------------------------------------------------------------------
     def config(self) -> dict | None:
@@ -74,17 +140,12 @@ class ResultStore:
     def bind_config(self, config: dict, volatile: tuple[str, ...] = ()) -> None:
         """Store `config`, or check it equals the stored one (keys in `volatile` may differ)."""
         stored = self.config()
+        config = json.loads(json.dumps(config))  # compare in the stored (JSON) form
         if stored is None:
             with self.db:
                 self.db.execute("INSERT INTO meta VALUES ('config', ?)", (json.dumps(config),))
             return
-        differ = sorted(key for key in set(stored) | set(config)
-                        if key not in volatile and stored.get(key) != config.get(key))
-        if differ:
-            detail = "; ".join(f"{k}: stored {stored.get(k)!r}, now {config.get(k)!r}" for k in differ)
-            raise ConfigMismatchError(
-                f"cannot resume {self.directory}: the config differs in {', '.join(differ)} ({detail}); "
-                "rerun with the stored settings or choose a new --out directory")
+        compare_configs(stored, config, self.directory, volatile)
 
     def set_meta(self, key: str, value) -> None:
         with self.db:
@@ -158,6 +219,3 @@ class ResultStore:
             if point not in found and blob is not None:
                 found[point] = _unblob(blob, shape)
         return found
-
-    def count_rows(self) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM rows").fetchone()[0]

@@ -29,7 +29,7 @@ def _strip_timings(results: dict) -> dict:
     for rung in results["attacks"]:
         rung.pop("seconds")
     results["extras"].pop("seconds", None)
-    results["config"].pop("command", None)
+    results["config"].pop("call", None)
     return results
 
 
@@ -81,10 +81,20 @@ def test_sigkill_mid_attack_then_resume_matches_uninterrupted(finished_run, tmp_
     assert _strip_timings(resumed) == _strip_timings(finished)  # no row lost or changed
 
 
-def test_resume_refuses_a_different_config(finished_run, capsys):
+def test_resume_refuses_configuration_flags(finished_run, capsys):
+    before = (finished_run / "results.json").read_text()
     assert main(["run", "--resume", str(finished_run), "--eps", "0.2", "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "cannot resume with a different config: eps" in err and "stored '0.1'" in err
+    assert "--resume takes no configuration flags (got --eps)" in err
+    assert (finished_run / "results.json").read_text() == before
+
+
+def test_a_run_into_a_directory_of_another_configuration_is_refused_before_work(finished_run, capsys):
+    before = (finished_run / "results.json").read_text()
+    assert main(["run", *TINY, "--eps", "0.2", "--out", str(finished_run)]) == 2
+    err = capsys.readouterr().err
+    assert "different configuration" in err and "eps" in err and "threat" in err
+    assert (finished_run / "results.json").read_text() == before
 
 
 def test_markdown_numbers_equal_results_json(finished_run):

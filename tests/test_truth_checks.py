@@ -8,8 +8,8 @@ import torch
 from attacks.pgd import PGD
 from robustness_eval import sanity
 from robustness_eval.active import active_test, plant
+from robustness_eval.api import ground_truth
 from robustness_eval.data import make_synthetic
-from robustness_eval.job import ground_truth
 from robustness_eval.types import Threat
 from robustness_eval.verify import verify
 from shells import MCNShell
