@@ -13,6 +13,7 @@ import hashlib
 import os
 import platform
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,11 +112,13 @@ def _points(data, n_points: int | None) -> tuple[torch.Tensor, torch.Tensor, str
         x, y = as_tensor(x, "x"), as_tensor(y, "y")
     else:
         raise TypeError(f"`data` must be a robustness_eval.data.Dataset or an (x, y) pair (got {type(data).__name__})")
+    if len(x) != len(y):
+        raise ValueError(f"`x` and `y` must have the same number of points (got {len(x)} and {len(y)})")
     if n_points is not None:
         check_positive_int(n_points, "n_points")
         if n_points > len(y):
-            raise ValueError(f"`n_points` is {n_points} but the data holds {len(y)} test points; "
-                             f"pass n_points ≤ {len(y)} or None for all")
+            warnings.warn(f"n_points is {n_points} but the data holds {len(y)} points; evaluating all {len(y)}",
+                          stacklevel=4)
         x, y = x[:n_points], y[:n_points]
     return x, y, name, split, truth
 
@@ -208,6 +211,8 @@ def _check_store_dir(store_dir) -> Path | None:
     existing = path
     while not existing.exists():
         existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"output directory {path} cannot be created: {existing} is a file; choose another")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"output directory {path} cannot be written ({existing} is not writable); choose another")
     return path
@@ -215,7 +220,10 @@ def _check_store_dir(store_dir) -> Path | None:
 
 def _check_stored_config(directory: Path | None, config: dict) -> None:
     """Refuse, before any work, a run directory whose store holds a different configuration."""
-    if directory is None or not (directory / DB_NAME).exists():
+    if directory is None:
+        return
+    ResultStore.check_free(directory)
+    if not (directory / DB_NAME).exists():
         return
     store = ResultStore.reader(directory)
     try:
@@ -247,6 +255,9 @@ def prepare_evaluation(model: nn.Module, shell, data: Dataset | tuple, threat: T
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"`seed` must be an integer (got {seed!r})")
     check_positive_int(chunk, "chunk")
+    if not isinstance(attacks, str | list | tuple):
+        raise TypeError(f"`attacks` must be a preset name, a comma list, or a list of names or Attack instances "
+                        f"(got {type(attacks).__name__})")
     if budgets is not None and not isinstance(budgets, dict):
         raise TypeError(f"`budgets` must be a dict of attack name → integer budget (got {type(budgets).__name__})")
     directory = _check_store_dir(store_dir)

@@ -21,8 +21,19 @@ class RunFailedError(Exception):
     """A run that failed after work started (exit code 1)."""
 
 
+class UsageError(Exception):
+    """A command line argparse refused (exit code 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a refused command line is one line on stderr, not the usage block."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="robustness-eval",
         description="Evaluate the adversarial robustness of model shells (MCN, NCN, vote, or your own) "
                     "honestly: transfer, shell-aware and adaptive attacks, every break re-verified.",
@@ -231,13 +242,26 @@ def cmd_train(args: argparse.Namespace, _: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except UsageError as error:
+        print(f"robustness-eval: error: {error}", file=sys.stderr)
+        return 2
     commands = {"run": cmd_run, "report": cmd_report, "attacks": cmd_attacks, "check-shell": cmd_check_shell,
                 "train": cmd_train}
-    formatting = warnings.formatwarning
-    warnings.formatwarning = lambda message, *_, **__: f"robustness-eval: warning: {message}\n"
+    with warnings.catch_warnings():  # the suite's own warnings, each one line, every time
+        warnings.simplefilter("always", UserWarning)
+        warnings.showwarning = _show_warning
+        return _dispatch(commands[args.command], args, argv)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"robustness-eval: warning: {message}", file=sys.stderr)
+
+
+def _dispatch(command, args: argparse.Namespace, argv: list[str]) -> int:
     try:
-        return commands[args.command](args, argv)
+        return command(args, argv)
     except KeyboardInterrupt:
         if args.debug:
             raise
@@ -256,8 +280,6 @@ def main(argv: list[str] | None = None) -> int:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"robustness-eval: error: {message}", file=sys.stderr)
         return 2
-    finally:
-        warnings.formatwarning = formatting
 
 
 if __name__ == "__main__":  # python -m robustness_eval.cli

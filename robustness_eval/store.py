@@ -108,6 +108,20 @@ class ResultStore:
             raise ValueError(f"{self.path} is not a readable result store ({error}); "
                              "remove it or choose another directory") from None
 
+    @staticmethod
+    def check_free(directory: str | Path) -> None:
+        """Raise StoreBusyError if a live process holds `directory`'s lock (nothing is created)."""
+        path = Path(directory) / LOCK_NAME
+        if not path.exists():
+            return
+        with open(path) as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise StoreBusyError(f"another run is writing {directory} (its lock is held); wait for it to "
+                                     "finish or choose another output directory") from None
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
     @classmethod
     def reader(cls, directory: str | Path) -> ResultStore:
         """Open an existing store read-only: no lock taken, nothing created (reports use this)."""
