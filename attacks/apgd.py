@@ -18,6 +18,7 @@ import torch
 
 from attacks.base import Attack, AttackOutput
 from attacks.losses import margin
+from robustness_eval.ascent import input_gradient
 from robustness_eval.norms import ascent_direction, project
 from robustness_eval.types import AttackKind, Bounds, Norm, Threat
 
@@ -43,16 +44,16 @@ def apgd_ascent(
         z = z.detach().requires_grad_(True)
         with torch.enable_grad():
             loss, success = loss_fn(z)
-            (grad,) = torch.autograd.grad(loss.sum(), z)
+            grad = input_gradient(loss, z)
         return loss.detach(), success, grad
 
     x_k = project(start, center, radius, norm, bounds)
     loss, success, grad = evaluate(x_k)
     best, best_loss, done = x_k.clone(), loss.clone(), success.clone()
-    eta = torch.full((rows,), 2.0 * radius)
+    eta = torch.full((rows,), 2.0 * radius, device=x_k.device)
     x_prev = x_k.clone()
     marks = set(checkpoints(steps))
-    last_mark, increases = 0, torch.zeros(rows)
+    last_mark, increases = 0, torch.zeros(rows, device=x_k.device)
     eta_at_mark, best_at_mark = eta.clone(), best_loss.clone()
     trace = [float(loss.mean())]
     for k in range(steps):
@@ -79,7 +80,7 @@ def apgd_ascent(
             if bool(halve.any()):
                 _, _, regrad = evaluate(x_k)
                 grad = torch.where(halve.view(view), regrad, grad)
-            last_mark, increases = k + 1, torch.zeros(rows)
+            last_mark, increases = k + 1, torch.zeros(rows, device=x_k.device)
             eta_at_mark, best_at_mark = eta.clone(), best_loss.clone()
     return best, done, trace
 
@@ -101,4 +102,4 @@ class APGD(Attack):
             return margin(logits, y), logits.argmax(1) != y
 
         best, _, trace = apgd_ascent(objective, x, threat.eps, threat.norm, threat.bounds, budget, x)
-        return AttackOutput(best, torch.full((x.shape[0],), budget + 1), {"loss": trace})
+        return AttackOutput(best, torch.full((x.shape[0],), budget + 1, device="cpu"), {"loss": trace})

@@ -26,7 +26,7 @@ def global_rng_from(generator: torch.Generator) -> Iterator[None]:
     """Seed torch's global generator from `generator` for a library that draws from it (Foolbox),
     and restore the caller's state afterwards, so runs stay deterministic and side-effect free."""
     state = torch.random.get_rng_state()
-    torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+    torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device="cpu")))
     try:
         yield
     finally:
@@ -66,6 +66,12 @@ class Attack:
 
     def __init__(self, budget: int = 100) -> None:
         self.budget = check_positive_int(budget, "budget")
+        self.only_target: str | None = None  # set by escalation: run on this target only
+
+    def renamed(self, name: str, only_target: str | None = None) -> Attack:
+        """This attack under another name (its rows, seeds and rung are its own), optionally for one target."""
+        self.name, self.only_target = name, only_target
+        return self
 
     def skip_reason(self, offered: frozenset[str]) -> str | None:
         """None if the attack applies to a target offering `offered`; otherwise why it is skipped."""
@@ -84,7 +90,7 @@ class Attack:
         x = x.detach()
         if x.shape[0] == 0 or threat.eps == 0:
             return AttackOutput(x.clone(), torch.zeros(x.shape[0], dtype=torch.long, device=x.device))
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator(device="cpu").manual_seed(seed)
         out = self._run(view, x, y, threat, budget, generator)
         out.x_adv = project(out.x_adv.detach(), x, threat.eps, threat.norm, threat.bounds)
         return out

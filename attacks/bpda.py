@@ -47,7 +47,7 @@ class BPDA(Attack):
             return margin(logits, y), logits.detach().argmax(1) != y
 
         best, _, trace = apgd_ascent(objective, x, threat.eps, threat.norm, threat.bounds, budget, x)
-        return AttackOutput(best, torch.full((x.shape[0],), len(trace)), {"loss": trace})
+        return AttackOutput(best, torch.full((x.shape[0],), len(trace), device="cpu"), {"loss": trace})
 
 
 class UnrolledBPDA(Attack):
@@ -69,7 +69,7 @@ class UnrolledBPDA(Attack):
         with torch.no_grad():
             classes = view.logits(z[:1]).shape[1]
         center = z[:, None].expand(n, classes, *shape).reshape(n * classes, *shape)
-        target = torch.arange(classes).repeat(n)
+        target = torch.arange(classes, device=z.device).repeat(n)
         delta, norm = view.radius, view.norm
         step = 2.5 * delta / self.unroll
         w = center
@@ -83,7 +83,7 @@ class UnrolledBPDA(Attack):
         with torch.no_grad():
             conf = torch.softmax(view.logits(w), 1).gather(1, target[:, None]).view(n, classes)
         winner = conf.argmax(dim=1)
-        return w.view(n, classes, *shape)[torch.arange(n), winner]
+        return w.view(n, classes, *shape)[torch.arange(n, device=z.device), winner]
 
     def _run(self, view, x, y, threat: Threat, budget: int, generator) -> AttackOutput:
         def objective(z: torch.Tensor):
@@ -94,4 +94,4 @@ class UnrolledBPDA(Attack):
 
         best, _, _, trace = projected_ascent(objective, x, threat.eps, threat.norm, threat.bounds,
                                                 budget, 2.5 * threat.eps / budget, x)
-        return AttackOutput(best, torch.full((x.shape[0],), len(trace)), {"loss": trace})
+        return AttackOutput(best, torch.full((x.shape[0],), len(trace), device="cpu"), {"loss": trace})

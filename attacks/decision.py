@@ -32,12 +32,12 @@ class _OracleModule(nn.Module):
         super().__init__()
         self.oracle, self.x, self.y, self.norm = oracle, x, y, norm
         self.nearest = x.clone()
-        self.nearest_distance = torch.full((x.shape[0],), float("inf"))
+        self.nearest_distance = torch.full((x.shape[0],), float("inf"), device=x.device)
 
     def forward(self, rows: torch.Tensor) -> torch.Tensor:
         if rows.shape[0] != self.x.shape[0]:
             raise RuntimeError("decision attacks must query one row per point")
-        probs = self.oracle(rows, torch.arange(rows.shape[0]))
+        probs = self.oracle(rows, torch.arange(rows.shape[0], device="cpu"))
         labels = probs.argmax(dim=1)
         wrong = labels != self.y
         gap = distance(rows.detach() - self.x, self.norm)
@@ -66,7 +66,7 @@ class HopSkipJump(Attack):
 
     def _run(self, oracle, x, y, threat: Threat, budget: int, generator) -> AttackOutput:
         module = _OracleModule(oracle, x, y, threat.norm)
-        model = fb.PyTorchModel(module.eval(), bounds=(threat.bounds.lower, threat.bounds.upper))
+        model = fb.PyTorchModel(module.eval(), bounds=(threat.bounds.lower, threat.bounds.upper), device=x.device)
         with global_rng_from(generator), contextlib.suppress(BudgetExceededError):
             # a spent budget ends the run; the nearest misclassified query of each point is kept
             self._foolbox_attack(threat, budget)(model, x, fb.criteria.Misclassification(y), epsilons=None)

@@ -75,7 +75,7 @@ class EOT(Attack):
 
         def search_objective(z: torch.Tensor):
             noise = random_in_ball((z.shape[0] * draws, *shape), self.spread * threat.eps, threat.norm,
-                                   generator, dtype=z.dtype).view(z.shape[0], draws, *shape)
+                                   generator, dtype=z.dtype).to(z).view(z.shape[0], draws, *shape)
             moved = (z[:, None] + noise).clamp(threat.bounds.lower, threat.bounds.upper)
             found = view.search(moved.detach().flatten(0, 1)).view_as(moved)
             mean = mean_probs(moved + (found - moved).detach())  # forward H(u), backward identity
@@ -87,5 +87,5 @@ class EOT(Attack):
         best, _, _, trace = projected_ascent(objective, x, threat.eps, threat.norm, threat.bounds,
                                                 budget, 2.5 * threat.eps / budget, x)
         per_step = draws if randomized else draws + 1
-        return AttackOutput(best, torch.full((x.shape[0],), len(trace) * per_step),
+        return AttackOutput(best, torch.full((x.shape[0],), len(trace) * per_step, device="cpu"),
                             {"loss": trace})

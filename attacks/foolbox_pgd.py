@@ -30,16 +30,17 @@ class FoolboxPGD(Attack):
         self.rel_step = rel_step
 
     def _run(self, view, x, y, threat: Threat, budget: int, generator) -> AttackOutput:
-        model = fb.PyTorchModel(view.model, bounds=(threat.bounds.lower, threat.bounds.upper))
+        # device given explicitly: without it Foolbox moves the model to cuda:0 in place on any CUDA machine
+        model = fb.PyTorchModel(view.model, bounds=(threat.bounds.lower, threat.bounds.upper), device=x.device)
         cls = fb.attacks.LinfPGD if threat.norm is Norm.LINF else fb.attacks.L2PGD
         attack = cls(steps=budget, rel_stepsize=self.rel_step / budget, random_start=True)
         x_adv = x.clone()
-        found = torch.zeros(x.shape[0], dtype=torch.bool)
+        found = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         with global_rng_from(generator):  # foolbox draws from torch's global generator
             for _ in range(self.restarts):
                 _, clipped, success = attack(model, x, y, epsilons=threat.eps)
                 new = success & ~found
                 x_adv[new] = clipped[new]
                 found |= success
-        queries = torch.full((x.shape[0],), (budget + 1) * self.restarts, dtype=torch.long)
+        queries = torch.full((x.shape[0],), (budget + 1) * self.restarts, dtype=torch.long, device="cpu")
         return AttackOutput(x_adv, queries)

@@ -59,7 +59,7 @@ class NevergradAttack(Attack):
         layout = spatial_shape(shape)
         c, h, w = layout
         dim = c * (min(h, self.grid) * min(w, self.grid) if h > 1 else min(w, 2 * self.grid))
-        seeds = torch.randint(0, 2**31 - 1, (n,), generator=generator).tolist()
+        seeds = torch.randint(0, 2**31 - 1, (n,), generator=generator, device="cpu").tolist()
         optimizers = []
         for seed in seeds:
             param = ng.p.Array(shape=(dim,))
@@ -89,26 +89,26 @@ class NevergradAttack(Attack):
     def _search(self, optimizers, oracle, x, y, threat: Threat, dim: int, layout) -> AttackOutput:
         n, shape = x.shape[0], tuple(x.shape[1:])
         best = x.clone()
-        found = torch.zeros(n, dtype=torch.bool)
-        best_loss = torch.full((n,), float("-inf"))
+        found = torch.zeros(n, dtype=torch.bool, device="cpu")
+        best_loss = torch.full((n,), float("-inf"), device="cpu")
         trace = []
         while True:
             todo = (~found & (oracle.remaining() >= self.workers)).nonzero().squeeze(1).tolist()
             if not todo:
                 break
             asked = [[optimizers[i].ask() for _ in range(self.workers)] for i in todo]
-            params = torch.tensor(np.stack([[a.value for a in row] for row in asked]), dtype=x.dtype)
+            params = torch.tensor(np.stack([[a.value for a in row] for row in asked]), dtype=x.dtype, device=x.device)
             delta = self._upsample(params.view(-1, dim), shape, layout, threat)
-            rows = torch.tensor(todo).repeat_interleave(self.workers)
+            rows = torch.tensor(todo, device="cpu").repeat_interleave(self.workers)
             candidates = project(x[rows] + delta, x[rows], threat.eps, threat.norm, threat.bounds)
             losses = oracle_margin(oracle, candidates, y[rows], rows).view(len(todo), self.workers)
             for j, i in enumerate(todo):
                 for k, a in enumerate(asked[j]):
                     optimizers[i].tell(a, -float(losses[j, k]))
             top, arg = losses.max(dim=1)
-            index = torch.tensor(todo)
+            index = torch.tensor(todo, device="cpu")
             improve = top > best_loss[index]
-            chosen = candidates.view(len(todo), self.workers, *shape)[torch.arange(len(todo)), arg]
+            chosen = candidates.view(len(todo), self.workers, *shape)[torch.arange(len(todo), device=x.device), arg]
             best[index[improve]] = chosen[improve]
             best_loss[index[improve]] = top[improve]
             found[index] |= top > 0

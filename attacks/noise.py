@@ -33,14 +33,14 @@ class RandomNoise(Attack):
     def _run(self, oracle, x, y, threat: Threat, budget: int, generator) -> AttackOutput:
         n, shape = x.shape[0], tuple(x.shape[1:])
         best = x.clone()
-        found = torch.zeros(n, dtype=torch.bool)
+        found = torch.zeros(n, dtype=torch.bool, device="cpu")
         used = 0
         while used < budget and not bool(found.all()):
             k = min(self.batch, budget - used)
             todo = (~found).nonzero().squeeze(1)
             rows = x[todo].repeat_interleave(k, dim=0)
             if threat.norm is Norm.LINF:
-                signs = torch.randint(0, 2, rows.shape, generator=generator).to(x) * 2 - 1
+                signs = torch.randint(0, 2, rows.shape, generator=generator, device="cpu").to(x) * 2 - 1
                 noise = threat.eps * signs
             else:
                 noise = random_in_ball(tuple(rows.shape), threat.eps, threat.norm, generator).to(x)
@@ -51,7 +51,7 @@ class RandomNoise(Attack):
                                    todo.repeat_interleave(k)) > 0).view(-1, k)
             hit = wrong.any(dim=1)
             first = wrong.float().argmax(dim=1)
-            chosen = candidates.view(-1, k, *shape)[torch.arange(len(todo)), first]
+            chosen = candidates.view(-1, k, *shape)[torch.arange(len(todo), device=x.device), first]
             best[todo[hit]] = chosen[hit]
             found[todo[hit]] = True
             used += k

@@ -52,8 +52,9 @@ class PGD(Attack):
         # per point: a successful restart if any, else the restart with the highest loss
         score = torch.where(success, torch.full_like(best_loss, float("inf")), best_loss).view(r, n)
         pick = score.argmax(dim=0)
-        x_adv = best.view(r, n, *x.shape[1:])[pick, torch.arange(n)]
-        return AttackOutput(x_adv, torch.full((n,), (budget + 1) * r, dtype=torch.long), {"loss": trace})
+        x_adv = best.view(r, n, *x.shape[1:])[pick, torch.arange(n, device=x.device)]
+        return AttackOutput(x_adv, torch.full((n,), (budget + 1) * r, dtype=torch.long, device="cpu"),
+                            {"loss": trace})
 
 
 class CWMargin(PGD):

@@ -36,10 +36,10 @@ class SPSA(Attack):
 
     def _run(self, oracle, x, y, threat: Threat, budget: int, generator) -> AttackOutput:
         n, shape = x.shape[0], tuple(x.shape[1:])
-        points = torch.arange(n)
+        points = torch.arange(n, device="cpu")
         z = x.clone()
         best = x.clone()
-        done = torch.zeros(n, dtype=torch.bool)
+        done = torch.zeros(n, dtype=torch.bool, device="cpu")
         m = torch.zeros_like(x)
         v2 = torch.zeros_like(x)
         beta1, beta2 = 0.9, 0.999
@@ -58,7 +58,7 @@ class SPSA(Attack):
             todo = todo[~hit]
             if len(todo) == 0 or bool((oracle.remaining()[todo] < self.samples).any()):
                 break
-            signs = torch.randint(0, 2, (len(todo), half, *shape), generator=generator).to(x) * 2 - 1
+            signs = torch.randint(0, 2, (len(todo), half, *shape), generator=generator, device="cpu").to(x) * 2 - 1
             base = z[todo][:, None]
             rows = torch.cat([base + self.sigma * signs, base - self.sigma * signs], dim=1)
             labels = y[todo].repeat_interleave(self.samples)

@@ -47,12 +47,12 @@ class Square(Attack):
         img = x.reshape(n, c, h, w)
         eps = threat.eps
         if threat.norm is Norm.LINF:
-            delta = eps * (torch.randint(0, 2, (n, c, 1, w), generator=generator).to(x) * 2 - 1)
+            delta = eps * (torch.randint(0, 2, (n, c, 1, w), generator=generator, device="cpu").to(x) * 2 - 1)
             delta = delta.expand(n, c, h, w).clone()
         else:
-            delta = torch.randn(n, c, h, w, generator=generator).to(x)
+            delta = torch.randn(n, c, h, w, generator=generator, device="cpu").to(x)
             delta = delta * eps / delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
-        points = torch.arange(n)
+        points = torch.arange(n, device="cpu")
 
         def candidate(d: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
             flat = (img[rows] + d).reshape(len(rows), *shape)
@@ -61,23 +61,25 @@ class Square(Attack):
         current = candidate(delta, points)
         loss = oracle_margin(oracle, current, y, points)
         trace = [float(loss.mean())]
-        hh = torch.arange(h).view(1, 1, h, 1)
-        ww = torch.arange(w).view(1, 1, 1, w)
+        hh = torch.arange(h, device=x.device).view(1, 1, h, 1)
+        ww = torch.arange(w, device=x.device).view(1, 1, 1, w)
         for it in range(1, budget):
             todo = ((loss <= 0) & (oracle.remaining() >= 1)).nonzero().squeeze(1)
             if len(todo) == 0:
                 break
             p = fraction(it, budget, self.p_init)
             side = max(1, min(h, w, round((p * h * w) ** 0.5)))
-            top = torch.randint(0, h - side + 1, (len(todo),), generator=generator).view(-1, 1, 1, 1)
-            left = torch.randint(0, w - side + 1, (len(todo),), generator=generator).view(-1, 1, 1, 1)
+            top = torch.randint(0, h - side + 1, (len(todo),), generator=generator, device="cpu").to(x.device)
+            left = torch.randint(0, w - side + 1, (len(todo),), generator=generator, device="cpu").to(x.device)
+            top, left = top.view(-1, 1, 1, 1), left.view(-1, 1, 1, 1)
             window = (hh >= top) & (hh < top + side) & (ww >= left) & (ww < left + side)
             old = delta[todo]
             if threat.norm is Norm.LINF:
-                value = eps * (torch.randint(0, 2, (len(todo), c, 1, 1), generator=generator).to(x) * 2 - 1)
+                signs = torch.randint(0, 2, (len(todo), c, 1, 1), generator=generator, device="cpu")
+                value = eps * (signs.to(x) * 2 - 1)
                 new = torch.where(window, value.expand_as(old), old)
             else:
-                bump = torch.randn(len(todo), c, 1, 1, generator=generator).to(x).sign()
+                bump = torch.randn(len(todo), c, 1, 1, generator=generator, device="cpu").to(x).sign()
                 new = old + window * bump * eps / side
                 new = new * eps / new.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
             proposal = candidate(new, todo)

@@ -48,5 +48,5 @@ class TargetedConfident(Attack):
                                                      threat.bounds, budget, 2.5 * threat.eps / budget,
                                                      center)
         pick = best_loss.view(n, k).argmax(dim=1)
-        x_adv = best.view(n, k, *shape)[torch.arange(n), pick]
-        return AttackOutput(x_adv, torch.full((n,), (budget + 1) * k), {"loss": trace})
+        x_adv = best.view(n, k, *shape)[torch.arange(n, device=x.device), pick]
+        return AttackOutput(x_adv, torch.full((n,), (budget + 1) * k, device="cpu"), {"loss": trace})

@@ -27,7 +27,8 @@ def machine() -> dict:
 
     return {"cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
             "torch": torch.__version__, "foolbox": foolbox.__version__, "nevergrad": nevergrad.__version__,
-            "processor": platform.processor() or platform.machine()}
+            "processor": platform.processor() or platform.machine(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def setting(name: str, points: int):

@@ -69,6 +69,12 @@ def write_results(folder: Path) -> Path:
         m = throughput["machine"]
         lines += [f"Machine: {m['cores']} cores, {m['torch_threads']} torch threads, {m['processor']}; python "
                   f"{m['python']}, torch {m['torch']}, foolbox {m['foolbox']}, nevergrad {m['nevergrad']}.", "",
+                  (f"GPU: {m['gpu']}." if m.get("gpu") else
+                   "GPU: none. No GPU was available to the run that wrote these figures, so every number here is "
+                   "from the CPU; the GPU figures (batched MCN against the fp32 forward+backward limit of a "
+                   "CIFAR-style ResNet-18, points/s with a bfloat16 search, the battery's wall time on a GPU) "
+                   "have not been measured. What the CPU shows about devices and precision (chunk size, "
+                   "bfloat16 search) is in `benchmarks/DEVICES.md`."), "",
                   "## Shell throughput", "",
                   f"Plain 1024² matmul: {throughput['matmul_gflops']:.1f} GFLOP/s. The limit is the same number "
                   "of batched forward+backward passes of the same model on the same rows (MCN: steps + 1; NCN "

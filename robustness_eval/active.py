@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from robustness_eval.ascent import input_gradient
 from robustness_eval.runner import run_battery
 from robustness_eval.types import Norm, Threat
 from robustness_eval.verify import verify
@@ -45,7 +46,7 @@ class PlantedModel(nn.Module):
         bump = ((s - 1.2) / 0.3).clamp(0, 1) * near
         strength, which = bump.max(dim=1)
         shift = torch.zeros_like(logits)
-        rows = torch.arange(len(z))
+        rows = torch.arange(len(z), device=z.device)
         shift[rows, self.wrong[which]] += self.boost * strength
         shift[rows, self.labels[which]] -= self.boost * strength
         return logits + shift
@@ -57,7 +58,7 @@ def plant(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Threat, de
     logits = model(x)
     wrong = logits.detach().scatter(1, y[:, None], float("-inf")).argmax(1)
     margin = logits.gather(1, wrong[:, None]) - logits.gather(1, y[:, None])
-    (grad,) = torch.autograd.grad(margin.sum(), x)
+    grad = input_gradient(margin, x)
     direction = grad.sign()
     # coordinates the gradient would push out of the bounds take no part in the plant
     room = threat.eps + delta

@@ -64,12 +64,18 @@ def random_in_ball(
     shape: tuple[int, ...], radius: float | torch.Tensor, norm: Norm, generator: torch.Generator,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """Points drawn uniformly from the `norm` ball (per-row radius allowed)."""
+    """Points drawn uniformly from the `norm` ball (per-row radius allowed), on the CPU.
+
+    Draws come from the seeded CPU `generator` whatever the device of the data, so a run on a GPU
+    sees the same random stream as one on the CPU; callers move the result with `.to(x)`.
+    """
+    if isinstance(radius, torch.Tensor):
+        radius = radius.cpu()
     if norm is Norm.LINF:
-        u = torch.rand(shape, generator=generator, dtype=dtype) * 2 - 1
+        u = torch.rand(shape, generator=generator, dtype=dtype, device="cpu") * 2 - 1
         return u * _per_row(radius, u)
-    g = torch.randn(shape, generator=generator, dtype=dtype)
+    g = torch.randn(shape, generator=generator, dtype=dtype, device="cpu")
     direction = g / (_per_row(distance(g, norm), g) + _TINY)
     dims = max(1, math.prod(shape[1:]))
-    scale = torch.rand(shape[0], generator=generator, dtype=dtype) ** (1.0 / dims)
+    scale = torch.rand(shape[0], generator=generator, dtype=dtype, device="cpu") ** (1.0 / dims)
     return direction * _per_row(scale, g) * _per_row(radius, g)

@@ -9,7 +9,7 @@ small extra experiment on the model and shell (unbounded attack, δ → 0 ablati
 from __future__ import annotations
 
 import itertools
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
@@ -26,6 +26,7 @@ class SanityVerdict:
     figures: str
     meaning: str
     action: str = ""
+    values: dict = field(default_factory=dict)
 
 
 def _ladder(results: dict, target: str) -> list[dict]:
@@ -48,7 +49,7 @@ def unbounded_attack(model: nn.Module, shell, x: torch.Tensor, y: torch.Tensor, 
     return SanityVerdict("unbounded attack reaches 100 %", "pass" if ok else "fail", figures,
                          "the attacks cannot find even an unconstrained adversarial example: they are "
                          "broken or follow masked gradients",
-                         "" if ok else "inspect the attacks' loss traces; add restarts or steps")
+                         "" if ok else "inspect the attacks' loss traces; add restarts or steps", values=rates)
 
 
 def silent_success(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Threat, seed: int = 0,
@@ -60,7 +61,7 @@ def silent_success(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: T
     from robustness_eval.verify import verify
     from robustness_eval.views import BaseModelView
 
-    seen = torch.zeros(len(y), dtype=torch.bool)
+    seen = torch.zeros(len(y), dtype=torch.bool, device=y.device)
 
     class Watched(BaseModelView):
         def logits(self, z: torch.Tensor) -> torch.Tensor:
@@ -193,10 +194,10 @@ def randomized_stability(shell, x: torch.Tensor, repeats: int = 9) -> SanityVerd
 
 def unstable_predictions(shell, x: torch.Tensor, y: torch.Tensor, threat: Threat, seed: int = 0) -> SanityVerdict:
     """Pintor et al.'s unstable predictions: small random noise (ε/10) should not flip the shell's clean labels."""
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator(device="cpu").manual_seed(seed)
     from robustness_eval.norms import project, random_in_ball
 
-    noisy = project(x + random_in_ball(tuple(x.shape), threat.eps / 10, threat.norm, g), x, threat.eps,
+    noisy = project(x + random_in_ball(tuple(x.shape), threat.eps / 10, threat.norm, g).to(x), x, threat.eps,
                     threat.norm, threat.bounds)
     flips = float((predict_labels(shell, noisy) != predict_labels(shell, x)).float().mean())
     status = "pass" if flips <= 0.02 else "warn"
@@ -216,10 +217,12 @@ def ablation(model: nn.Module, shell_at_zero, x: torch.Tensor, y: torch.Tensor) 
 
 
 def run_all(results: dict, model: nn.Module, shell, shell_at_zero, x: torch.Tensor, y: torch.Tensor,
-            threat: Threat, seed: int = 0, subset: int = 30) -> list[dict]:
-    """Every check; the experiments use the first `subset` points to stay cheap."""
+            threat: Threat, seed: int = 0, subset: int = 30, unbounded: dict | None = None) -> list[dict]:
+    """Every check; the experiments use the first `subset` points to stay cheap. `unbounded` is the
+    unbounded-attack verdict when it was already run (escalation reads it first)."""
     xs, ys = x[:subset], y[:subset]
-    verdicts = [unbounded_attack(model, shell, xs, ys, threat, seed), silent_success(model, xs, ys, threat, seed),
+    first = SanityVerdict(**unbounded) if unbounded else unbounded_attack(model, shell, xs, ys, threat, seed)
+    verdicts = [first, silent_success(model, xs, ys, threat, seed),
                 monotone_in_eps(results),
                 blackbox_vs_whitebox(results), convergence(results), noise_vs_attacks(results),
                 *loss_traces(results), transfer_gap(results), randomized_stability(shell, xs),

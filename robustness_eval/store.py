@@ -179,7 +179,7 @@ class ResultStore:
         rows = self.db.execute("SELECT point, correct FROM clean WHERE target = ?", (target,)).fetchall()
         if len(rows) != n:
             return None
-        correct = torch.zeros(n, dtype=torch.bool)
+        correct = torch.zeros(n, dtype=torch.bool, device="cpu")
         for point, value in rows:
             correct[point] = bool(value)
         return correct

@@ -43,7 +43,7 @@ class ShellOracle:
             raise ValueError(f"`budget` must be an integer ≥ 1 or None (got {budget!r})")
         self._shell = shell
         self.budget = budget
-        self.queries = torch.zeros(num_points, dtype=torch.long)
+        self.queries = torch.zeros(num_points, dtype=torch.long, device="cpu")
         self.randomized = bool(getattr(shell, "randomized", False))
 
     def remaining(self) -> torch.Tensor:
@@ -54,7 +54,7 @@ class ShellOracle:
 
     def __call__(self, x: torch.Tensor, point_index: torch.Tensor) -> torch.Tensor:
         """Probabilities G(x) for rows `x`, row i charged to point `point_index[i]`."""
-        point_index = torch.as_tensor(point_index, dtype=torch.long).reshape(-1).cpu()
+        point_index = torch.as_tensor(point_index, dtype=torch.long, device="cpu").reshape(-1)
         if point_index.numel() != x.shape[0]:
             raise ValueError("`point_index` needs one entry per row of `x`")
         cost = torch.bincount(point_index, minlength=len(self.queries))

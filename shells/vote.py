@@ -44,7 +44,7 @@ class VoteShell(Shell):
     def reseed(self, seed: int) -> None:
         """Restart the shell's random sequence from `seed`."""
         self.seed = seed
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator(device="cpu").manual_seed(seed)
 
     def describe(self) -> dict:
         return {**super().describe(), "samples": self.samples,
