@@ -7,8 +7,10 @@ p at radius ε: then F(x') ≥ p and NCN returns x' unchanged, labelled t.
 
 Threat: L∞ or L2, ε. View: shell-aware (F white-box, the shell's δ / p, and the shell itself to
 choose among the per-class candidates). Needs: a deterministic search (`search`).
-Budget: iterations of the targeted ascent (default 40); every wrong class is a target, all
-points × targets in one batch. Queries: forward passes of F per point, plus one shell query per
+Budget: iterations of the targeted ascent (default 40) per restart; every wrong class is a
+target, all points × targets in one batch. Restarts (default 1, from x): restarts r > 0 start
+uniformly in the reach ball, on the points whose shell is not yet fooled.
+Queries: forward passes of F per point, plus one shell query per
 candidate checked.
 """
 
@@ -19,8 +21,8 @@ import torch
 from attacks.base import Attack, AttackOutput
 from attacks.losses import targeted_log_prob
 from robustness_eval.ascent import projected_ascent
-from robustness_eval.norms import project
-from robustness_eval.types import AttackKind, Threat
+from robustness_eval.norms import project, random_in_ball
+from robustness_eval.types import AttackKind, Threat, check_positive_int
 
 
 class LookAhead(Attack):
@@ -31,13 +33,33 @@ class LookAhead(Attack):
     view = "shell-aware"
     description = "targeted confident attack on F at ε+δ, projected to ε (knows δ / p)"
 
-    def __init__(self, budget: int = 40, confidence: float = 0.99) -> None:
+    def __init__(self, budget: int = 40, confidence: float = 0.99, restarts: int = 1) -> None:
         super().__init__(budget)
         self.confidence = confidence
+        self.restarts = check_positive_int(restarts, "restarts")
 
     requires = frozenset({"search", "deterministic"})
 
     def _run(self, view, x, y, threat: Threat, budget: int, generator) -> AttackOutput:
+        x_adv, score, trace = self._attempt(view, x, y, threat, budget, None)
+        with torch.no_grad():
+            k = view.logits(x[:1]).shape[1] - 1
+        per_attempt = (budget + 1) * k + k  # F's passes per target, and one shell query per candidate
+        queries = torch.full((x.shape[0],), per_attempt, dtype=torch.long, device="cpu")
+        for _ in range(1, self.restarts):  # restart r > 0: uniform starts in the reach ball, unbroken points only
+            todo = (score <= 1.0).nonzero().squeeze(1)  # score > 1: the shell already errs there
+            if not len(todo):
+                break
+            found, found_score, _ = self._attempt(view, x[todo], y[todo], threat, budget, generator)
+            better = found_score > score[todo]
+            x_adv[todo[better]] = found[better]
+            score[todo[better]] = found_score[better]
+            queries[todo.cpu()] += per_attempt
+        return AttackOutput(x_adv, queries, {"loss": trace})
+
+    def _attempt(self, view, x, y, threat: Threat, budget: int, generator):
+        """One targeted ascent per wrong class (from x, or a random start when `generator` is given):
+        the chosen candidate per point, its score (> 1 when the shell misclassifies it), the trace."""
         n, shape = x.shape[0], tuple(x.shape[1:])
         with torch.no_grad():
             num_classes = view.logits(x[:1]).shape[1]
@@ -45,17 +67,19 @@ class LookAhead(Attack):
         # p within ε; a shell without one searches its whole radius: aim at ε + radius
         reach = threat.eps + (view.radius if view.threshold is None else 0.0)
         goal = max(self.confidence, view.threshold or 0.0)
-        targets = (y[:, None] + torch.arange(1, num_classes)[None]) % num_classes  # n × (C-1)
+        targets = (y[:, None] + torch.arange(1, num_classes, device=y.device)[None]) % num_classes  # n × (C-1)
         k = num_classes - 1
         center = x[:, None].expand(n, k, *shape).reshape(n * k, *shape)
         target = targets.reshape(-1)
+        start = center if generator is None else center + random_in_ball(
+            tuple(center.shape), reach, threat.norm, generator).to(center)
 
         def objective(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             logp = targeted_log_prob(view.logits(z), target)
             return logp, logp.detach().exp() >= goal
 
         best, _, _, trace = projected_ascent(objective, center, reach, threat.norm, threat.bounds,
-                                             budget, 2.5 * reach / budget, center)
+                                             budget, 2.5 * reach / budget, start)
         candidates = project(best, center, threat.eps, threat.norm, threat.bounds)
         probs = view.shell_probs(candidates).view(n, k, -1)
         wrong = probs.argmax(dim=2) != y[:, None]
@@ -63,6 +87,5 @@ class LookAhead(Attack):
         true_mass = probs.gather(2, y[:, None, None].expand(n, k, 1)).squeeze(2)
         score = torch.where(wrong, 2.0 - true_mass, -true_mass)
         pick = score.argmax(dim=1)
-        x_adv = candidates.view(n, k, *shape)[torch.arange(n), pick]
-        queries = torch.full((n,), (budget + 1) * k + k, dtype=torch.long)
-        return AttackOutput(x_adv, queries, {"loss": trace})
+        rows = torch.arange(n, device=x.device)
+        return candidates.view(n, k, *shape)[rows, pick], score[rows, pick], trace

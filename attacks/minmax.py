@@ -1,4 +1,4 @@
-"""The min-max attack on MCN through the shell's own per-class searches.
+"""The min-max attack through a shell's own per-class searches (MCN, NCN by bisection, any shell offering one).
 
 Maximise over x' in the ε-ball the margin
     max_{t≠y} log F(z_t(x'))_t − log F(z_y(x'))_y,
@@ -12,8 +12,10 @@ Learning Models Resistant to Adversarial Attacks", ICLR 2018; applying it throug
 inner search is this suite's.
 Threat: L∞ or L2, ε. View: shell-aware (F white-box and the shell's per-class search).
 Needs: `per-class-search` (any shell that exposes one, not only MCN).
-Budget: outer iterations (default 30). Queries: shell searches per point (one per iteration).
-Defaults: step 2.5·ε/iterations, start at x, the first iterate the shell misclassifies is kept.
+Budget: outer iterations (default 30) per restart. Queries: shell searches per point (one per
+iteration, over all restarts).
+Defaults: step 2.5·ε/iterations, 1 restart at x (restarts r > 0 start uniformly in the ε-ball,
+on the points still unbroken), the first iterate the shell misclassifies is kept.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import torch
 
 from attacks.base import Attack, AttackOutput
 from robustness_eval.ascent import ascent_step
-from robustness_eval.types import AttackKind, Threat
+from robustness_eval.norms import project, random_in_ball
+from robustness_eval.types import AttackKind, Threat, check_positive_int
 
 
 class MinMax(Attack):
@@ -33,18 +36,37 @@ class MinMax(Attack):
     view = "shell-aware"
     description = "min-max through the shell's per-class searches (Danskin gradient)"
 
-    def __init__(self, budget: int = 30) -> None:
+    def __init__(self, budget: int = 30, restarts: int = 1) -> None:
         super().__init__(budget)
+        self.restarts = check_positive_int(restarts, "restarts")
 
     requires = frozenset({"per-class-search", "deterministic"})
 
     def _run(self, view, x, y, threat: Threat, budget: int, generator) -> AttackOutput:
+        best, margin, done, trace = self._ascend(view, x, y, threat, budget, x.clone())
+        queries = torch.full((x.shape[0],), len(trace), dtype=torch.long, device="cpu")
+        for _ in range(1, self.restarts):  # restart r > 0: a uniform start in the ε-ball, unbroken points only
+            todo = (~done).nonzero().squeeze(1)
+            if not len(todo):
+                break
+            start = random_in_ball(tuple(x[todo].shape), threat.eps, threat.norm, generator).to(x)
+            start = project(x[todo] + start, x[todo], threat.eps, threat.norm, threat.bounds)
+            found, found_margin, found_done, more = self._ascend(view, x[todo], y[todo], threat, budget, start)
+            better = found_done | (found_margin > margin[todo])
+            best[todo[better]] = found[better]
+            margin[todo[better]] = found_margin[better]
+            done[todo[found_done]] = True
+            queries[todo.cpu()] += len(more)
+            trace = more if len(more) > len(trace) else trace
+        return AttackOutput(best, queries, {"loss": trace})
+
+    def _ascend(self, view, x, y, threat: Threat, budget: int, x_adv: torch.Tensor):
+        """One outer ascent from `x_adv`: the first iterate the shell misclassifies, else the best margin."""
         n, shape = x.shape[0], tuple(x.shape[1:])
-        rows = torch.arange(n)
-        x_adv = x.clone()
-        best = x.clone()
-        best_margin = torch.full((n,), float("-inf"))
-        done = torch.zeros(n, dtype=torch.bool)
+        rows = torch.arange(n, device=x.device)
+        best = x_adv.clone()
+        best_margin = torch.full((n,), float("-inf"), device=x.device)
+        done = torch.zeros(n, dtype=torch.bool, device=x.device)
         step = 2.5 * threat.eps / budget
         trace = []
         for _ in range(budget + 1):
@@ -71,5 +93,4 @@ class MinMax(Attack):
             if bool(done.all()):
                 break
             x_adv = torch.where(done.view(-1, *([1] * len(shape))), x_adv, moved)
-        queries = torch.full((n,), len(trace), dtype=torch.long)
-        return AttackOutput(best, queries, {"loss": trace})
+        return best, best_margin, done, trace

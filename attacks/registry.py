@@ -12,6 +12,7 @@ from importlib.metadata import entry_points
 from attacks.apgd import APGD
 from attacks.base import Attack
 from attacks.bpda import BPDA, UnrolledBPDA
+from attacks.bpda_base import BPDABase
 from attacks.decision import Boundary, HopSkipJump
 from attacks.eot import EOT
 from attacks.foolbox_pgd import FoolboxPGD
@@ -30,7 +31,7 @@ ENTRY_POINT_GROUP = "robustness_eval.attacks"
 ATTACKS: dict[str, type[Attack]] = {
     cls.name: cls for cls in (
         PGD, CWMargin, APGD, TargetedConfident, FoolboxPGD, RandomNoise, LookAhead, MinMax,
-        BPDA, UnrolledBPDA, EOT, Square, SPSA, *NEVERGRAD_ATTACKS, HopSkipJump, Boundary,
+        BPDA, UnrolledBPDA, BPDABase, EOT, Square, SPSA, *NEVERGRAD_ATTACKS, HopSkipJump, Boundary,
     )
 }
 

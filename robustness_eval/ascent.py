@@ -17,11 +17,20 @@ from robustness_eval.norms import ascent_direction, project
 from robustness_eval.types import Bounds, Norm
 
 
+def input_gradient(value: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """d value.sum() / dz; zero where `value` does not depend on `z` at all (a model that thresholds or
+    compares its input cuts the graph: that is a masked gradient to report, not a crash)."""
+    with torch.enable_grad():  # the caller may be under no_grad; `value`'s graph already exists
+        if not value.requires_grad:
+            return torch.zeros_like(z)
+        (grad,) = torch.autograd.grad(value.sum(), z, allow_unused=True)
+    return torch.zeros_like(z) if grad is None else grad
+
+
 def ascent_step(z: torch.Tensor, value: torch.Tensor, center: torch.Tensor, radius: float | torch.Tensor,
                 norm: Norm, bounds: Bounds, step: float | torch.Tensor) -> torch.Tensor:
     """One projected ascent step on `value` (per row, with a graph to `z`); returns the new z (detached)."""
-    with torch.enable_grad():  # the caller may be under no_grad; `value`'s graph already exists
-        (grad,) = torch.autograd.grad(value.sum(), z)
+    grad = input_gradient(value, z)
     return project(z.detach() + step * ascent_direction(grad, norm), center, radius, norm, bounds)
 
 

@@ -78,6 +78,20 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="DIR", default=None,
                      help="continue an interrupted run in DIR with its stored configuration (no configuration "
                           "flags); finished work is never redone")
+    run.add_argument("--no-escalation", dest="escalation", action="store_false", default=None,
+                     help="do not escalate when an indicator says the attacks failed for the wrong reason")
+    run.add_argument("--escalation-cap", type=float, help="seconds after which no further escalation round "
+                                                          "starts (default 600)")
+    run.add_argument("--bpda", help="module:factory or file.py:factory returning a differentiable stand-in for "
+                                    "the base model, called as factory(model); the escalation's BPDA on F follows "
+                                    "its gradient (default: straight-through rounding and sign)")
+    run.add_argument("--search-dtype", choices=["float32", "bfloat16"],
+                     help="precision of F's passes inside the shell's search, for shells that take it (default "
+                          "float32); part of the shell's definition")
+    run.add_argument("--chunk", type=int, help="points per committed unit of work (default: 50 on the CPU, 500 on "
+                                               "a GPU; a resume keeps the stored one)")
+    run.add_argument("--device", default="auto", help="auto (CUDA when available, default), cpu, cuda or cuda:N; "
+                                                      "allowed with --resume")
     run.add_argument("--quiet", action="store_true", help="no progress output")
 
     report = sub.add_parser("report", help="(re)write report.md, report.html and plots for a run directory")
@@ -106,11 +120,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _prepare(config: dict, out: Path, command: str, quiet: bool, explicit: set[str]):
+def _prepare(config: dict, out: Path, command: str, quiet: bool, explicit: set[str], device: str):
     """Load what the config names and validate it all: the `Evaluation` to run (nothing written yet)."""
     from robustness_eval.api import prepare_evaluation
     from robustness_eval.config import grid, parse_budgets
-    from robustness_eval.loading import load_data, load_model, shell_factory
+    from robustness_eval.loading import load_data, load_model, load_surrogate, shell_factory
     from robustness_eval.types import Threat
     from shells.registry import accepted_options
 
@@ -118,17 +132,22 @@ def _prepare(config: dict, out: Path, command: str, quiet: bool, explicit: set[s
     if "data_dir" in explicit and config["data"] not in ("mnist", "cifar10"):
         warnings.warn(f"--data-dir is ignored: --data {config['data']} does not read a directory", stacklevel=2)
     factory = shell_factory(config["shell"])
-    for key in ("p", "delta"):
+    for key in ("p", "delta", "search_dtype"):
         if key in explicit and key not in accepted_options(factory, {key: None}):
-            warnings.warn(f"--{key} is ignored: the shell {config['shell']!r} takes no {key}", stacklevel=2)
+            warnings.warn(f"--{key.replace('_', '-')} is ignored: the shell {config['shell']!r} takes no {key}",
+                          stacklevel=2)
     model = load_model(config["model"], data, config["arch"], seed=config["seed"], quiet=quiet)
+    surrogate = load_surrogate(config["bpda"], model) if config.get("bpda") else None
     eps, delta = grid(config)
     return prepare_evaluation(
         model, factory, data, Threat(config["norm"], eps[0], data.bounds), attacks=config["attacks"],
         n_points=config["n_points"], seed=config["seed"], store_dir=out, convergence=config["convergence"],
         crosscheck=config["crosscheck"], sanity_checks=config["sanity"], sweep_eps=eps[1:], sweep_delta=delta[1:],
-        budgets=parse_budgets(config["budget"]), shell_options={"delta": delta[0], "p": config["p"]},
-        quiet=quiet, call={"command": command, "cli": config})
+        budgets=parse_budgets(config["budget"]),
+        shell_options={"delta": delta[0], "p": config["p"], "search_dtype": config.get("search_dtype", "float32")},
+        chunk=config.get("chunk"), device=device, escalation=config.get("escalation", True),
+        escalation_cap=config.get("escalation_cap", 600.0), bpda=surrogate, quiet=quiet,
+        call={"command": command, "cli": config})
 
 
 def _stored_cli_config(directory: Path) -> tuple[dict, str]:
@@ -158,14 +177,14 @@ def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
                                                                         ("--out", args.out)) if v]
         if given:
             raise ValueError(f"--resume takes no configuration flags (got {', '.join(given)}); it continues the "
-                             "run with its stored configuration")
+                             "run with its stored configuration (execution flags --device, --quiet, --debug are fine)")
         out = Path(args.resume)
         config, command = _stored_cli_config(out)
     else:
         config = resolve(explicit, load_toml(args.config) if args.config else None)
         out = Path(args.out) if args.out else Path("reports") / run_name(config)
         command = "robustness-eval " + shlex.join(argv)
-    evaluation = _prepare(config, out, command, args.quiet, set(explicit))
+    evaluation = _prepare(config, out, command, args.quiet, set(explicit), args.device)
     if not args.quiet:
         print(f"{run_name(config)} -> {out}", flush=True)
     try:

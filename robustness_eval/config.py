@@ -17,7 +17,8 @@ from robustness_eval.types import Norm, check_nonnegative, check_positive_int, c
 DEFAULTS = {"data": "digits", "data_dir": None, "model": "adversarial", "arch": None, "shell": "mcn",
             "norm": "linf", "eps": "0.1", "delta": "0.1", "p": 0.9, "attacks": "fast",
             "n_points": 200, "seed": 0, "budget": [], "convergence": True, "crosscheck": True,
-            "sanity": True}
+            "sanity": True, "chunk": None, "search_dtype": "float32", "escalation": True, "escalation_cap": 600.0,
+            "bpda": None}
 KEYS = tuple(DEFAULTS)
 ALIASES = {"dataset": "data"}
 FLAGS = {key: "--" + key.replace("_", "-") for key in KEYS}
@@ -49,6 +50,11 @@ TOML_TYPES = {
     "convergence": (lambda v: isinstance(v, bool), "true or false"),
     "crosscheck": (lambda v: isinstance(v, bool), "true or false"),
     "sanity": (lambda v: isinstance(v, bool), "true or false"),
+    "chunk": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer ≥ 1"),
+    "search_dtype": (lambda v: v in ("float32", "bfloat16"), '"float32" or "bfloat16"'),
+    "escalation": (lambda v: isinstance(v, bool), "true or false"),
+    "escalation_cap": (_is_number, "a number of seconds ≥ 0"),
+    "bpda": (lambda v: isinstance(v, str), "a string (module:factory, called as factory(model))"),
 }
 
 
@@ -107,6 +113,9 @@ def resolve(explicit: dict, toml: dict | None = None) -> dict:
     config["delta"] = ",".join(f"{v:g}" for v in float_list(config["delta"], "--delta"))
     config["n_points"] = check_positive_int(config["n_points"], "--n-points")
     config["p"] = check_probability(config["p"], "--p")
+    config["escalation_cap"] = check_nonnegative(config["escalation_cap"], "--escalation-cap")
+    if config["chunk"] is not None:
+        config["chunk"] = check_positive_int(config["chunk"], "--chunk")
     config["budget"] = sorted(f"{k}={v}" for k, v in parse_budgets(config["budget"]).items())
     return config
 

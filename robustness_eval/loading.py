@@ -179,6 +179,20 @@ def _read_weights(path: Path) -> dict:
     return state
 
 
+def load_surrogate(spec: str, model: nn.Module) -> nn.Module:
+    """`--bpda module:factory`: the factory called as factory(model) returns a differentiable stand-in for F."""
+    factory = load_object(spec, "--bpda")
+    if not callable(factory):
+        raise ValueError(f"--bpda {spec}: not callable; name a factory(model) returning a module")
+    try:
+        surrogate = factory(model)
+    except Exception as error:
+        raise ValueError(f"--bpda {spec}: the factory raised {type(error).__name__}: {error}") from None
+    if not isinstance(surrogate, nn.Module):
+        raise ValueError(f"--bpda {spec}: expected a torch.nn.Module, got {type(surrogate).__name__}")
+    return eval_mode(surrogate)
+
+
 def shell_factory(spec: str) -> Callable:
     """A registered shell's factory by name, or the user's `module:factory` / `file.py:factory`."""
     from shells.registry import shell_factories

@@ -143,6 +143,26 @@ def sections(results: dict, plots: dict[str, Path]) -> list[Section]:
         for target, counts in truth.items():
             gt.rows.append([target, str(counts["true_adversarial"]), str(counts["label_changing"])])
         out.append(gt)
+    rounds = results.get("escalation", [])
+    diagnostics = extras.get("gradient_diagnostics")
+    if rounds or diagnostics:
+        esc = Section("Escalation", ["An indicator that the attacks failed for the wrong reason (masked or "
+                                     "non-finite gradients, flat or still-rising loss traces, black-box attacks "
+                                     "beating white-box ones, an unbounded attack below 100 %, doubled budgets "
+                                     "moving the verdict) starts rounds of stronger attacks on that target's "
+                                     "unbroken points, doubling until a round moves robust accuracy by less than "
+                                     "0.5 pp. " + ("No indicator fired: nothing escalated." if not rounds else "")],
+                      ["target", "round", "indicators", "attacks", "new breaks", "robust accuracy", "seconds"])
+        for r in rounds:
+            moved = f"{pct(r['robust_accuracy_before'])} → {pct(r['robust_accuracy_after'])}"
+            esc.rows.append([r["target"], str(r["round"]), "; ".join(r["indicators"]), ", ".join(r["attacks"]),
+                             str(r["new_breaks"]), moved, f"{r['seconds']:.1f}"])
+        for target, d in (diagnostics or {}).items():
+            esc.notes.append(f"Gradients of F's loss at the {target} target's decision points: zero on "
+                             f"{d['zero_gradient_share']:.0%}, non-finite on {d['nonfinite_gradient_share']:.0%} of "
+                             f"{d['points']} points; norm median {d['gradient_norm_median']:.3g}, 90/10 spread "
+                             f"{d['gradient_norm_spread_90_10']:.3g}.")
+        out.append(esc)
     skipped = extras.get("skipped", [])
     if skipped:
         skip = Section("Attacks skipped", ["Attacks are matched to a target by what it offers (its capabilities), "

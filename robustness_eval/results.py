@@ -4,7 +4,7 @@ Fields (never removed, only added): config, n_points, clean_accuracy {base, shel
 robust_accuracy {base, shell} (worst case over the battery), transfer_robust_accuracy
 {base, shell} (transfer attacks only: the paper's protocol), attack_success_rate and
 transfer_attack_success_rate {base, shell} (broken / clean-correct), retained_accuracy,
-attacks (the ladder), points (per point).
+attacks (the ladder), points (per point), escalation (the rounds an indicator started).
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def _summarise(store, phase: str, battery: list, offered: dict, correct: dict, n
     for attack in battery:
         trace = _mean_trace(store.traces(phase, attack.name))
         for target, caps in offered.items():
-            if attack.skip_reason(caps) is not None:
+            if attack.skip_reason(caps) is not None or attack.only_target not in (None, target):
                 continue
             rows = store.rows(phase, target, attack.name)
             for row in rows:
@@ -122,7 +122,7 @@ def _summarise(store, phase: str, battery: list, offered: dict, correct: dict, n
                 name=attack.name, kind=attack.kind.value, target=target,
                 robust_accuracy_after=_share(alive, n),
                 new_breaks=sum(row["success"] for row in rows), attacked=len(rows),
-                queries_median=float(torch.tensor(queries, dtype=torch.float).median()) if rows else 0.0,
+                queries_median=float(torch.tensor(queries, dtype=torch.float, device="cpu").median()) if rows else 0.0,
                 seconds=sum(row["seconds"] for row in rows), loss_trace=trace))
     return records, broken_by, norms
 
@@ -144,6 +144,7 @@ class EvaluationResult:
     extras: dict = field(default_factory=dict)
     adversarial: dict = field(default_factory=dict, repr=False)
     examples: dict | None = field(default=None, repr=False)
+    escalation: list = field(default_factory=list)
 
     @classmethod
     def from_store(cls, store, config: dict, threat: Threat, shell, correct: dict,

@@ -58,7 +58,7 @@ def skipped_attacks(battery: list[Attack], shells: dict[str, nn.Module]) -> list
     """Per target, every attack of the battery that does not apply to it, and why."""
     return [{"target": target, "attack": attack.name, "reason": reason}
             for target, shell in shells.items() for attack in battery
-            if (reason := attack.skip_reason(capabilities(shell))) is not None]
+            if attack.only_target is None and (reason := attack.skip_reason(capabilities(shell))) is not None]
 
 
 def _view_for(attack: Attack, model: nn.Module, shell: Shell, threat: Threat, n: int):
@@ -121,9 +121,9 @@ def run_battery(model: nn.Module, shell: Shell, x: torch.Tensor, y: torch.Tensor
         stored = store.load_clean(name, len(y))
         if stored is None:
             votes = sum((predict_labels(target, x) == y).long() for _ in range(repeats_for(target)))
-            stored = votes * 2 > repeats_for(target)
+            stored = (votes * 2 > repeats_for(target)).cpu()
             store.save_clean(name, stored)
-        correct[name] = stored
+        correct[name] = stored  # bookkeeping (masks, indices, query counts) lives on the CPU
     phases = [("main", 1.0)] + ([("x2", 2.0)] if convergence else [])
     batteries = {}
     for phase, scale in phases:
@@ -137,11 +137,32 @@ def run_battery(model: nn.Module, shell: Shell, x: torch.Tensor, y: torch.Tensor
             if not quiet:
                 for target in TARGETS:
                     _print_rung(store, phase, attack, target, correct, battery[: position + 1])
+    return summarise(store, model, shell, y, threat, batteries, config, indices, tuple(x.shape[1:]))
+
+
+def summarise(store: ResultStore, model: nn.Module, shell: nn.Module, y: torch.Tensor, threat: Threat,
+              batteries: dict, config: dict | None = None, indices: list[int] | None = None,
+              input_shape: tuple[int, ...] = ()) -> EvaluationResult:
+    """The result of everything in the store that `batteries` names: the ladder, the worst case per point."""
+    correct = {t: store.load_clean(t, len(y)) for t in TARGETS}
     result = EvaluationResult.from_store(
         store, config=dict(config or {}), threat=threat, shell=shell, correct=correct,
-        labels=y, indices=indices, batteries=batteries, input_shape=tuple(x.shape[1:]))
+        labels=y, indices=indices, batteries=batteries, input_shape=input_shape)
+    shells = {"base": IdentityShell(model, threat.norm, threat.bounds), "shell": shell}
     result.extras["skipped"] = skipped_attacks(batteries["main"], shells)
     return result
+
+
+def run_on_target(attacks: list[Attack], target: str, model: nn.Module, shell: nn.Module, x: torch.Tensor,
+                  y: torch.Tensor, threat: Threat, seed: int, store: ResultStore, chunk: int,
+                  quiet: bool = True) -> None:
+    """Run `attacks`, in order, on the points of `target` that nothing in the store has broken yet."""
+    shells = {"base": IdentityShell(model, threat.norm, threat.bounds), "shell": shell}
+    correct = {t: store.load_clean(t, len(y)) for t in TARGETS}
+    for attack in attacks:
+        attack.renamed(attack.name, target)
+        earlier = set(store.broken("main", target).values())
+        _run_attack(attack, model, shells, correct, x, y, threat, seed, store, "main", earlier, chunk, quiet)
 
 
 def _alive(store: ResultStore, phase: str, target: str, correct: torch.Tensor, earlier: set[str]):
@@ -155,7 +176,8 @@ def _alive(store: ResultStore, phase: str, target: str, correct: torch.Tensor, e
 def _run_attack(attack: Attack, model: nn.Module, shells: dict[str, Shell], correct: dict,
                 x: torch.Tensor, y: torch.Tensor, threat: Threat, seed: int, store: ResultStore,
                 phase: str, earlier: set[str], chunk: int, quiet: bool) -> None:
-    applies = [t for t in TARGETS if attack.skip_reason(capabilities(shells[t])) is None]
+    applies = [t for t in TARGETS if attack.skip_reason(capabilities(shells[t])) is None
+               and attack.only_target in (None, t)]
     alive = {t: _alive(store, phase, t, correct[t], earlier) for t in applies}
     if attack.view == "base":  # craft once on F for every point alive on any target
         union = torch.zeros_like(correct["base"])
@@ -201,11 +223,12 @@ def _run_chunk(attack: Attack, model: nn.Module, shells: dict[str, Shell], alive
         verdict = verify(shells[target], x[points], x_adv, y[points], threat,
                          repeats=repeats_for(shells[target]))
         seconds = (time.perf_counter() - start) / len(points)
+        success, in_ball, in_bounds, wrong = (verdict.success.tolist(), verdict.in_ball.tolist(),
+                                              verdict.in_bounds.tolist(), verdict.misclassified.tolist())
+        norms, counts, adversarial = verdict.norm.tolist(), queries.tolist(), x_adv.detach().cpu()
         for j, point in enumerate(points.tolist()):
-            success = bool(verdict.success[j])
-            records.append((target, point, success, bool(verdict.in_ball[j]), bool(verdict.in_bounds[j]),
-                            bool(verdict.misclassified[j]), float(verdict.norm[j]), int(queries[j]),
-                            seconds, x_adv[j] if success else None))
+            records.append((target, point, success[j], in_ball[j], in_bounds[j], wrong[j], norms[j], counts[j],
+                            seconds, adversarial[j] if success[j] else None))
     store.commit_chunk(phase, attack.name, key, records, targets, list(trace),
                        time.perf_counter() - start)
 

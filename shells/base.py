@@ -27,7 +27,7 @@ from robustness_eval.modules import eval_mode
 from robustness_eval.types import Bounds, Norm
 
 CAPABILITIES = ("search", "per-class-search", "ball-ascent", "sampling", "deterministic")
-SHELL_OPTIONS = ("delta", "p", "norm", "bounds", "seed")
+SHELL_OPTIONS = ("delta", "p", "norm", "bounds", "seed", "search_dtype")
 
 
 class Shell(nn.Module):

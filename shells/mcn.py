@@ -24,6 +24,7 @@ from robustness_eval.types import Bounds, Norm, check_nonnegative, check_positiv
 from shells.base import Shell
 
 OBJECTIVES = ("logprob", "cw")
+SEARCH_DTYPES = ("float32", "bfloat16")
 
 
 def log_odds(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -47,6 +48,9 @@ class MCNShell(Shell):
             (the margin logit_t − max_{j≠t} logit_j, Carlini–Wagner style).
         chunk_rows: rows per forward pass, to bound memory.
         seed: seed of the fixed restart pattern.
+        search_dtype: 'float32' (default) or 'bfloat16': the precision of F's passes inside the
+            search (autocast; the iterates stay float32). The shell's answer G(x) = softmax(F(z*)) is
+            always computed in float32, and the verifying shell is this same shell.
     """
 
     kind = "mcn"
@@ -55,7 +59,7 @@ class MCNShell(Shell):
     def __init__(self, model: nn.Module, delta: float, norm: Norm | str = Norm.LINF,
                  bounds: Bounds = Bounds(), steps: int = 20, restarts: int = 1,
                  step_size: float | None = None, objective: str = "logprob",
-                 chunk_rows: int = 8192, seed: int = 0) -> None:
+                 chunk_rows: int = 8192, seed: int = 0, search_dtype: str = "float32") -> None:
         super().__init__(model, norm, bounds)
         self.radius = check_nonnegative(delta, "delta")
         self.steps = check_positive_int(steps, "steps")
@@ -66,25 +70,29 @@ class MCNShell(Shell):
         self.objective = objective
         self.chunk_rows = check_positive_int(chunk_rows, "chunk_rows")
         self.seed = seed
+        if search_dtype not in SEARCH_DTYPES:
+            raise ValueError(f"unknown search_dtype {search_dtype!r}; choose one of: {', '.join(SEARCH_DTYPES)}")
+        self.search_dtype = search_dtype
         self._patterns: dict[tuple, torch.Tensor] = {}
 
     def describe(self) -> dict:
         return {**super().describe(), "steps": self.steps, "restarts": self.restarts,
-                "objective": self.objective, "step_size": self.step_size}
+                "objective": self.objective, "step_size": self.step_size, "search_dtype": self.search_dtype}
 
     def rebuild(self, model: nn.Module, **options) -> MCNShell:
         return type(self)(model, options.get("delta", self.radius), options.get("norm", self.norm),
                           options.get("bounds", self.bounds), steps=self.steps, restarts=self.restarts,
                           step_size=self.step_size, objective=self.objective, chunk_rows=self.chunk_rows,
-                          seed=options.get("seed", self.seed))
+                          seed=options.get("seed", self.seed),
+                          search_dtype=options.get("search_dtype", self.search_dtype))
 
     def restart_pattern(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
         """Unit-radius start offsets, one per restart (the first is zero)."""
         key = (shape, like.dtype, like.device)
         if key not in self._patterns:
-            g = torch.Generator().manual_seed(self.seed)
+            g = torch.Generator(device="cpu").manual_seed(self.seed)
             offsets = random_in_ball((self.restarts - 1, *shape), 1.0, self.norm, g)
-            zero = torch.zeros(1, *shape)
+            zero = torch.zeros(1, *shape, device="cpu")
             self._patterns[key] = torch.cat([zero, offsets]).to(like.device, like.dtype)
         return self._patterns[key]
 
@@ -112,10 +120,11 @@ class MCNShell(Shell):
         num_classes = base_logits.shape[1]
         rows_per_point = num_classes * self.restarts
         points_per_chunk = max(1, self.chunk_rows // rows_per_point)
-        results = [self._search_chunk(x[i : i + points_per_chunk], radius[i : i + points_per_chunk],
-                                      num_classes)
-                   for i in range(0, x.shape[0], points_per_chunk)]
-        return torch.cat([r[0] for r in results]), torch.cat([r[1] for r in results])
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.search_dtype == "bfloat16"):
+            results = [self._search_chunk(x[i : i + points_per_chunk], radius[i : i + points_per_chunk],
+                                          num_classes)
+                       for i in range(0, x.shape[0], points_per_chunk)]
+        return torch.cat([r[0] for r in results]), torch.cat([r[1] for r in results]).float()
 
     def _search_chunk(self, x: torch.Tensor, radius: torch.Tensor, num_classes: int
                       ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,6 +11,11 @@ Two solvers, Lagrange duals of each other (eq. 5 of the paper):
 
 x itself is returned when max F(x) ≥ p. A point with no feasible z inside `max_radius` is
 reported in `last_infeasible`, and the shell then classifies its most confident point found.
+
+With bisection, NCN_p is MCN at each point's own radius r(x) (0 when x is already p-confident,
+the bisected radius otherwise, the limit when p is out of reach), so it exposes a per-class
+search: MCN's per-class candidates at r(x), whose most confident one is z*. Shell-aware
+attacks that need a per-class search (min-max) then apply to it as to MCN.
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ class NCNShell(Shell):
     def __init__(self, model: nn.Module, p: float = 0.9, norm: Norm | str = Norm.LINF,
                  bounds: Bounds = Bounds(), max_radius: float = 0.5, method: str = "bisection",
                  steps: int = 20, rounds: int = 8, alpha: float = 10.0, growth: float = 10.0,
-                 lr: float = 0.01, restarts: int = 1, seed: int = 0) -> None:
+                 lr: float = 0.01, restarts: int = 1, seed: int = 0, search_dtype: str = "float32") -> None:
         super().__init__(model, norm, bounds)
         self.threshold = check_probability(p, "p")
         self.radius = check_nonnegative(max_radius, "max_radius")
@@ -67,19 +72,27 @@ class NCNShell(Shell):
         self.lr = check_nonnegative(lr, "lr")
         self.restarts, self.seed = restarts, seed
         self.mcn = MCNShell(model, max_radius, self.norm, bounds, steps=steps, restarts=restarts,
-                             seed=seed)
+                            seed=seed, search_dtype=search_dtype)
+        self.search_dtype = search_dtype
         self.last_infeasible: torch.Tensor | None = None
 
     def describe(self) -> dict:
         return {**super().describe(), "method": self.method, "steps": self.steps,
-                "rounds": self.rounds, "max_radius": self.radius}
+                "rounds": self.rounds, "max_radius": self.radius, "search_dtype": self.search_dtype}
 
     def rebuild(self, model: nn.Module, **options) -> NCNShell:
         return type(self)(model, options.get("p", self.threshold), options.get("norm", self.norm),
                           options.get("bounds", self.bounds), max_radius=options.get("delta", self.radius),
                           method=self.method, steps=self.steps, rounds=self.rounds, alpha=self.alpha,
                           growth=self.growth, lr=self.lr, restarts=self.restarts,
-                          seed=options.get("seed", self.seed))
+                          seed=options.get("seed", self.seed),
+                          search_dtype=options.get("search_dtype", self.search_dtype))
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """A deterministic search; with bisection also a per-class search (MCN's, at r(x))."""
+        offered = {"search", "deterministic"}
+        return frozenset(offered | {"per-class-search"} if self.method == "bisection" else offered)
 
     def search(self, x: torch.Tensor) -> torch.Tensor:
         z, feasible = self.nearest_confident(x)
@@ -88,21 +101,41 @@ class NCNShell(Shell):
 
     def nearest_confident(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(z*, feasible): the nearest p-confident point found, and whether it reaches p."""
+        z, feasible, _ = self._solve(x)
+        return z, feasible
+
+    def per_class_search(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """MCN's per-class candidates (B, C, *input) and log-odds (B, C) at each point's radius r(x).
+
+        Bisection only: there z* is the most confident of these candidates. The penalty method
+        picks the nearest feasible candidate instead, so it offers no per-class search.
+        """
+        if self.method != "bisection":
+            raise TypeError("NCN offers a per-class search with method='bisection' only")
+        _, _, radius = self._solve(x)
+        return self.mcn.per_class_search(x.detach(), radius)
+
+    def _solve(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(z*, feasible, r(x)); only points not yet p-confident are searched (r = 0 for the others)."""
         x = x.detach()
         with torch.no_grad():
             already = torch.softmax(self.base_model(x), dim=1).amax(dim=1) >= self.threshold
         z, feasible = x.clone(), already.clone()
+        radius = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
         todo = (~already).nonzero().squeeze(1)
-        if len(todo):  # only points not yet p-confident need a search
-            solve = self._bisection if self.method == "bisection" else self._penalty
-            z[todo], feasible[todo] = solve(x[todo])
-        return z, feasible
+        if len(todo):
+            if self.method == "bisection":
+                z[todo], feasible[todo], radius[todo] = self._bisection(x[todo])
+            else:
+                z[todo], feasible[todo] = self._penalty(x[todo])
+                radius[todo] = distance(z[todo] - x[todo], self.norm)
+        return z, feasible, radius
 
     def _confidence(self, z: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return torch.softmax(self.base_model(z), dim=1).amax(dim=1)
 
-    def _bisection(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _bisection(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         limit = torch.full((x.shape[0],), self.radius, dtype=x.dtype, device=x.device)
         z_limit = self.mcn_point(x, limit)
         feasible = self._confidence(z_limit) >= self.threshold
@@ -117,7 +150,8 @@ class NCNShell(Shell):
             lo = torch.where(ok, lo, mid)
             z_hi = torch.where(ok.view(-1, *([1] * (x.dim() - 1))), z_mid, z_hi)
         z_limit[todo] = z_hi
-        return z_limit, feasible
+        limit[todo] = hi  # the smallest radius found feasible; the limit where p is out of reach
+        return z_limit, feasible, limit
 
     def mcn_point(self, x: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
         z, conf = self.mcn.per_class_search(x, radius)

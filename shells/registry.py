@@ -1,7 +1,7 @@
 """Shells by name: the built-in factories and those third-party packages register.
 
 A shell factory is called as `factory(model, **options)` with the shell options `delta`, `p`,
-`norm`, `bounds` and `seed`; `call_factory` passes only the keywords the factory accepts (all of
+`norm`, `bounds`, `seed` and `search_dtype`; `call_factory` passes only the keywords the factory accepts (all of
 them if it takes `**options`), so a factory may ignore options it does not use. A package adds
 shells under the entry-point group `robustness_eval.shells` (name = factory), and they are
 listed and built exactly like the built-in ones.
@@ -25,15 +25,15 @@ ENTRY_POINT_GROUP = "robustness_eval.shells"
 
 
 def mcn(model: nn.Module, delta: float, norm: Norm | str = "linf", bounds: Bounds = Bounds(),
-        seed: int = 0) -> MCNShell:
+        seed: int = 0, search_dtype: str = "float32") -> MCNShell:
     """MCN_δ: the most confident neighbour within δ."""
-    return MCNShell(model, delta, norm, bounds, seed=seed)
+    return MCNShell(model, delta, norm, bounds, seed=seed, search_dtype=search_dtype)
 
 
 def ncn(model: nn.Module, delta: float, p: float = 0.9, norm: Norm | str = "linf",
-        bounds: Bounds = Bounds(), seed: int = 0) -> NCNShell:
+        bounds: Bounds = Bounds(), seed: int = 0, search_dtype: str = "float32") -> NCNShell:
     """NCN_p: the nearest p-confident neighbour, searched within radius δ."""
-    return NCNShell(model, p, norm, bounds, max_radius=delta, seed=seed)
+    return NCNShell(model, p, norm, bounds, max_radius=delta, seed=seed, search_dtype=search_dtype)
 
 
 def vote(model: nn.Module, delta: float, norm: Norm | str = "linf", bounds: Bounds = Bounds(),
@@ -81,11 +81,11 @@ def call_factory(factory: Callable, model: nn.Module, options: dict) -> nn.Modul
 
 
 def build_shell(kind: str, model: nn.Module, norm: Norm | str, bounds: Bounds, delta: float,
-                p: float = 0.9, seed: int = 0) -> nn.Module:
+                p: float = 0.9, seed: int = 0, **options) -> nn.Module:
     """The registered shell `kind` around `model` with the given options."""
     factories = shell_factories()
     if kind not in factories:
         raise ValueError(f"unknown shell {kind!r}; choose one of: {', '.join(factories)}, "
                          "or pass module:factory / path/to/file.py:factory")
     return call_factory(factories[kind], model,
-                        {"delta": delta, "p": p, "norm": norm, "bounds": bounds, "seed": seed})
+                        {"delta": delta, "p": p, "norm": norm, "bounds": bounds, "seed": seed, **options})

@@ -212,3 +212,40 @@ def test_every_attack_docstring_names_paper_threat_view_and_budget():
             assert word.lower() in text.lower(), f"{name}'s module docstring lacks '{word}'"
 
 
+
+
+def test_minmax_runs_on_ncn_and_breaks_a_point_transfer_and_lookahead_miss(digits, digits_standard):
+    """NCN by bisection offers a per-class search (MCN's at each point's own radius), so min-max applies to it.
+
+    The configuration (standard digits MLP, p = 0.99, radius limit 0.1, ε = 0.05) was found by trying
+    16 NCN configurations on 60 points: on two of them min-max broke a point the others missed.
+    """
+    from robustness_eval.runner import run_battery
+    from shells import NCNShell, capabilities
+
+    shell = NCNShell(digits_standard, 0.99, "linf", max_radius=0.1, steps=10, rounds=4)
+    assert "per-class-search" in capabilities(shell)
+    assert "per-class-search" not in capabilities(NCNShell(digits_standard, 0.99, method="penalty"))
+    result = run_battery(digits_standard, shell, digits.x_test[:60], digits.y_test[:60], Threat("linf", 0.05),
+                         "pgd,cw,lookahead,minmax")
+    rungs = {a["name"]: a["new_breaks"] for a in result.attacks if a["target"] == "shell"}
+    assert rungs["minmax"] >= 1, rungs
+    broken_by_minmax = [p["index"] for p in result.points if p["broken_by"]["shell"] == "minmax"]
+    x_adv = torch.stack([result.adversarial["shell"][i] for i in broken_by_minmax])
+    index = torch.tensor(broken_by_minmax)
+    assert verify(shell, digits.x_test[index], x_adv, digits.y_test[index], Threat("linf", 0.05)).success.all()
+
+
+def test_minmax_and_lookahead_restarts_only_add_breaks(digits, digits_adversarial):
+    from shells import MCNShell
+
+    x, y = digits.x_test[:40], digits.y_test[:40]
+    shell = MCNShell(digits_adversarial, 0.1, steps=5)
+    view = ShellAwareView(digits_adversarial, shell, Threat("linf", 0.1).bounds)
+    for name in ("minmax", "lookahead"):
+        one = ATTACKS[name](budget=8)(view, x, y, Threat("linf", 0.1), seed=2)
+        three = ATTACKS[name](budget=8, restarts=3)(view, x, y, Threat("linf", 0.1), seed=2)
+        first = verify(shell, x, one.x_adv, y, Threat("linf", 0.1)).success
+        more = verify(shell, x, three.x_adv, y, Threat("linf", 0.1)).success
+        assert bool((more | ~first).all()), name  # every point restart 0 broke stays broken
+        assert bool((three.queries >= one.queries).all())

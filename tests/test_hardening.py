@@ -28,13 +28,15 @@ from robustness_eval.store import DB_NAME, ResultStore, StoreBusyError
 from robustness_eval.types import Bounds, Threat
 from shells import MCNShell
 
-QUICK = ["--n-points", "6", "--attacks", "pgd", "--budget", "pgd=2", "--no-convergence", "--no-crosscheck",
+QUICK = ["--n-points", "6", "--attacks", "pgd", "--budget", "pgd=2", "--no-convergence", "--no-escalation",
+         "--no-crosscheck",
          "--no-sanity", "--quiet"]
 
 
 def _call(model, shell, x, y, **kwargs):
     return robustness_eval.evaluate(model, shell, (x, y), Threat("linf", 0.1), attacks="pgd", n_points=None,
-                                    convergence=False, crosscheck=False, sanity_checks=False, **kwargs)
+                                    convergence=False, crosscheck=False, sanity_checks=False, escalation=False,
+                                    **kwargs)
 
 
 # 1. silent wrong results from the API ------------------------------------------------------------
@@ -275,7 +277,7 @@ def test_two_runs_never_write_one_directory_at_once(digits, digits_adversarial, 
         with pytest.raises(StoreBusyError, match="another run is writing"):
             robustness_eval.evaluate(digits_adversarial, MCNShell(digits_adversarial, 0.1), digits,
                                      Threat("linf", 0.1), attacks="pgd", n_points=4, store_dir=tmp_path,
-                                     convergence=False, crosscheck=False, sanity_checks=False)
+                                     convergence=False, crosscheck=False, sanity_checks=False, escalation=False)
     finally:
         holder.close()
     ResultStore(tmp_path).close()  # released with its holder
@@ -283,7 +285,7 @@ def test_two_runs_never_write_one_directory_at_once(digits, digits_adversarial, 
 
 def test_ctrl_c_mid_chunk_stops_cleanly_and_resumes_to_the_same_results(tmp_path, private_cache):
     flags = ["--n-points", "60", "--attacks", "pgd,square", "--budget", "square=150", "--no-convergence",
-             "--no-crosscheck", "--no-sanity", "--quiet"]
+             "--no-crosscheck", "--no-sanity", "--no-escalation", "--quiet"]
     env = {**os.environ, "ROBUSTNESS_EVAL_CACHE": str(private_cache)}
     out = tmp_path / "interrupted"
     process = subprocess.Popen([sys.executable, "-m", "robustness_eval.cli", "run", *flags, "--out", str(out)],

@@ -105,7 +105,8 @@ def test_resuming_with_another_eps_model_or_shell_names_the_difference(digits, d
                                                                         digits_standard, tmp_path):
     def run(model, shell, eps):
         return robustness_eval.evaluate(model, shell, digits, Threat("linf", eps), attacks="pgd", n_points=6,
-                                        store_dir=tmp_path, convergence=False, crosscheck=False, sanity_checks=False)
+                                        store_dir=tmp_path, convergence=False, crosscheck=False, sanity_checks=False,
+                                        escalation=False)
 
     first = run(digits_adversarial, MCNShell(digits_adversarial, 0.1, steps=3), 0.1)
     again = run(digits_adversarial, MCNShell(digits_adversarial, 0.1, steps=3), 0.1)  # same config: resumes

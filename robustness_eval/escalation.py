@@ -1,0 +1,175 @@
+"""Escalation: when an indicator says the attacks failed for the wrong reason, try harder before reporting.
+
+AutoAttack and our sanity checks only warn. Here every indicator that fires on a target starts
+an escalation round on that target's unbroken points, with attacks that do not share the
+failure: BPDA through F's own rounding and signs (or a user's differentiable surrogate), Square
+at 5× its budget, PGD with more restarts on F; on the shell, Square at 5×, and its shell-aware
+attacks with more restarts where its capabilities allow them. Each further round doubles every
+budget, until a round moves robust accuracy by less than 0.5 pp or the time cap is reached.
+The rounds run in the main phase under their own names (`square@esc1`), so the worst case per
+point includes them and the ladder shows them. Nothing escalates when no indicator fires.
+
+Indicators (per target, Pintor et al. 2022 and Carlini et al. 2019):
+- zero or non-finite input gradients on ≥ 5 % of the points (for the shell: F's gradient at the
+  shell's search point, the straight-through view),
+- a gradient attack's loss trace that is flat, non-finite, or still rising at its end,
+- black-box or noise attacks breaking points the white-box attacks left (score- and
+  decision-based on either target; noise on F, where it runs after the gradient attacks),
+- an unbounded attack (ε = the whole input range) below 100 %,
+- doubling every budget moving robust accuracy by ≥ 0.5 pp.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from attacks.base import Attack
+from attacks.bpda import BPDA
+from attacks.bpda_base import BPDABase
+from attacks.lookahead import LookAhead
+from attacks.minmax import MinMax
+from attacks.pgd import PGD
+from attacks.square import Square
+from robustness_eval.ascent import input_gradient
+from robustness_eval.runner import run_on_target, summarise
+from robustness_eval.store import ResultStore
+from robustness_eval.types import Threat
+from shells.base import capabilities
+
+GRADIENT_KINDS = ("transfer", "shell-aware", "bpda", "eot")
+ZERO_GRADIENT_SHARE = 0.05
+STOP_PP = 0.5
+TIME_CAP_SECONDS = 600.0
+
+
+@dataclass
+class Round:
+    """One escalation round on one target."""
+
+    round: int
+    target: str
+    indicators: list[str]
+    attacks: list[str]
+    new_breaks: int
+    robust_accuracy_before: float
+    robust_accuracy_after: float
+    seconds: float
+    stopped: str = field(default="")
+
+
+def gradient_diagnostics(model: nn.Module, shell: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """Per target: the share of points with zero or non-finite input gradients of F's cross-entropy, and the
+    spread of the gradient norms (90th / 10th percentile). For the shell the gradient is F's at z* = H(x)."""
+    out = {}
+    points = {"base": x}
+    if "search" in capabilities(shell):
+        with torch.no_grad():
+            points["shell"] = shell.search(x)
+    for target, z in points.items():
+        z = z.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            grad = input_gradient(nn.functional.cross_entropy(model(z), y, reduction="none"), z)
+        flat = grad.flatten(1)
+        finite = torch.isfinite(flat).all(1)
+        zero = finite & (flat.abs().amax(1) == 0)
+        norms = flat[finite].norm(dim=1)
+        spread = (float(norms.quantile(0.9) / norms.quantile(0.1).clamp_min(1e-30))
+                  if len(norms) > 1 else float("nan"))
+        out[target] = {"points": len(y), "zero_gradient_share": float(zero.float().mean()),
+                       "nonfinite_gradient_share": float((~finite).float().mean()),
+                       "gradient_norm_median": float(norms.median()) if len(norms) else float("nan"),
+                       "gradient_norm_spread_90_10": spread}
+    return out
+
+
+def _trace_problem(trace: list[float]) -> str | None:
+    if len(trace) < 3:
+        return None
+    if not all(v == v and abs(v) != float("inf") for v in trace):
+        return "non-finite"
+    total, tail = trace[-1] - trace[0], trace[-1] - trace[-max(2, len(trace) // 10)]
+    if abs(total) < 1e-6:
+        return "flat"
+    if total > 0 and tail > 0.05 * total:
+        return "still rising at its end"
+    return None
+
+
+def indicators(results: dict, diagnostics: dict, unbounded: dict | None, target: str) -> list[str]:
+    """The indicators that fire on `target` (see the module docstring), each as a readable sentence."""
+    fired = []
+    diag = diagnostics.get(target)
+    if diag:
+        share = diag["zero_gradient_share"] + diag["nonfinite_gradient_share"]
+        if share >= ZERO_GRADIENT_SHARE:
+            fired.append(f"zero or non-finite input gradients on {share:.0%} of the points")
+    ladder = [a for a in results["attacks"] if a["target"] == target]
+    for rung in ladder:
+        if rung["kind"] in GRADIENT_KINDS and rung["attacked"] and (problem := _trace_problem(rung["loss_trace"])):
+            fired.append(f"loss trace of {rung['name']} {problem}")
+    blind = ("score-based", "decision-based") + (("baseline",) if target == "base" else ())
+    extra = sum(a["new_breaks"] for a in ladder if a["kind"] in blind)
+    if extra:
+        fired.append(f"black-box or noise attacks broke {extra} point(s) the white-box attacks left")
+    if unbounded and unbounded.get(target, 1.0) < 1.0:
+        fired.append(f"the unbounded attack succeeds on only {unbounded[target]:.0%} of the points")
+    change = results.get("extras", {}).get("convergence", {}).get("change_pp", {}).get(target)
+    if change is not None and abs(change) >= STOP_PP:
+        fired.append(f"doubling every budget moved robust accuracy by {change:+.1f} pp")
+    return fired
+
+
+def round_attacks(target: str, shell: nn.Module, number: int, surrogate: nn.Module | None) -> list[Attack]:
+    """The attacks of round `number` (1, 2, ...) on `target`; budgets double each round."""
+    scale = 2 ** (number - 1)
+    tag = f"@esc{number}"
+    if target == "base":
+        attacks = [BPDABase(budget=40 * scale, surrogate=surrogate), PGD(budget=40 * scale, restarts=5 * scale),
+                   Square(budget=500 * scale)]
+    else:
+        offered = capabilities(shell)
+        attacks = [a for a in (LookAhead(budget=40 * scale, restarts=2 * scale), MinMax(budget=30 * scale,
+                                                                                       restarts=2 * scale),
+                               BPDA(budget=30 * scale)) if a.skip_reason(offered) is None]
+        attacks.append(Square(budget=500 * scale))
+    return [attack.renamed(attack.name + tag, target) for attack in attacks]
+
+
+def escalate(result, model: nn.Module, shell: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Threat,
+             battery: list[Attack], battery_x2: list[Attack] | None, store: ResultStore, seed: int, chunk: int,
+             unbounded: dict | None, surrogate: nn.Module | None = None, time_cap: float = TIME_CAP_SECONDS,
+             quiet: bool = True):
+    """Escalation rounds for every target an indicator fires on; the final result, with `escalation` rounds."""
+    start = time.perf_counter()
+    diagnostics = gradient_diagnostics(model, shell, x, y)
+    rounds: list[Round] = []
+    extra: list[Attack] = []
+    current = result
+    for target in ("base", "shell"):
+        fired = indicators(current.to_json(), diagnostics, unbounded, target)
+        number = 0
+        while fired:
+            number += 1
+            before = current.robust_accuracy[target]
+            attacks = round_attacks(target, shell, number, surrogate)
+            began = time.perf_counter()
+            run_on_target(attacks, target, model, shell, x, y, threat, seed, store, chunk, quiet)
+            extra += attacks
+            batteries = {"main": [*battery, *extra], **({"x2": battery_x2} if battery_x2 else {})}
+            current = summarise(store, model, shell, y, threat, batteries, result.config, None, tuple(x.shape[1:]))
+            after = current.robust_accuracy[target]
+            moved = 100 * (before - after)
+            stop = ("moved less than 0.5 pp" if moved < STOP_PP else
+                    "time cap reached" if time.perf_counter() - start > time_cap else "")
+            rounds.append(Round(number, target, fired, [a.name for a in attacks],
+                                round((before - after) * len(y)), before, after, time.perf_counter() - began, stop))
+            if stop:
+                break
+            fired = [f"round {number} moved robust accuracy by {moved:.1f} pp"]
+    current.escalation = [asdict(r) for r in rounds]
+    current.extras["gradient_diagnostics"] = diagnostics
+    return current

@@ -1,0 +1,144 @@
+"""Escalation: masked base models are flagged, escalated, and end no higher than strong standalone attacks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import robustness_eval
+from attacks.bpda_base import BPDABase, StraightThrough
+from attacks.square import Square
+from robustness_eval.cli import main
+from robustness_eval.escalation import indicators
+from robustness_eval.types import Threat
+from robustness_eval.verify import verify
+from robustness_eval.views import BaseModelView, ShellOracle
+from shells import IdentityShell
+
+
+class Quantized(nn.Module):
+    """F behind input quantization to `levels` grey levels: zero gradient almost everywhere."""
+
+    def __init__(self, model: nn.Module, levels: int = 4) -> None:
+        super().__init__()
+        self.model, self.levels = model, levels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(torch.round(x * (self.levels - 1)) / (self.levels - 1))
+
+
+class Saturated(nn.Module):
+    """F's logits scaled until softmax saturates in float32: cross-entropy gradients vanish."""
+
+    def __init__(self, model: nn.Module, scale: float = 1e4) -> None:
+        super().__init__()
+        self.model, self.scale = model, scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) * self.scale
+
+
+class Thresholded(nn.Module):
+    """F behind a non-differentiable preprocessing step (binarising at 0.5), which no rounding op expresses."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model((x > 0.5).float())
+
+
+class SoftThreshold(nn.Module):
+    """The user's differentiable stand-in for `Thresholded` (a steep sigmoid)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(torch.sigmoid((x - 0.5) * 20))
+
+
+def _identity(model, norm, bounds):
+    return IdentityShell(model, norm, bounds)
+
+
+def _evaluate(model, digits, n, **kwargs):
+    return robustness_eval.evaluate(model, _identity, digits, Threat("linf", 0.1), attacks="fast", n_points=n,
+                                    crosscheck=False, **kwargs)
+
+
+def test_the_straight_through_mode_passes_gradients_through_rounding():
+    x = torch.tensor([0.2, 0.7], requires_grad=True)
+    with StraightThrough():
+        y = (torch.round(x * 3) / 3).sum() + x.sign().sum()
+    (grad,) = torch.autograd.grad(y, x)
+    assert torch.allclose(grad, torch.tensor([2.0, 2.0])) and y.item() == pytest.approx(1 / 3 + 2 / 3 + 2)
+
+
+def test_a_quantized_model_is_flagged_escalated_and_ends_at_the_strongest_standalone_attack(digits,
+                                                                                          digits_adversarial):
+    model = Quantized(digits_adversarial).eval()
+    n = 100
+    result = _evaluate(model, digits, n, sanity_checks=False, convergence=False)
+    base_rounds = [r for r in result.escalation if r["target"] == "base"]
+    assert base_rounds and "zero or non-finite input gradients" in base_rounds[0]["indicators"][0]
+    assert base_rounds[-1]["stopped"]  # rounds stop by rule, not by falling off the end
+    # the same points, two strong standalone attacks, every success verified on F
+    x, y = digits.x_test[:n], digits.y_test[:n]
+    with torch.no_grad():
+        right = model(x).argmax(1) == y
+    square = Square(budget=5000)(ShellOracle(IdentityShell(model), int(right.sum()), 5000), x[right], y[right],
+                                 Threat("linf", 0.1), seed=1)
+    bpda = BPDABase(budget=100)(BaseModelView(model, Threat("linf", 0.1).bounds), x[right], y[right],
+                                Threat("linf", 0.1), seed=1)
+    standalone = {}
+    for name, out in (("square", square), ("bpda", bpda)):
+        broken = verify(model, x[right], out.x_adv, y[right], Threat("linf", 0.1)).success
+        standalone[name] = float((~broken).sum()) / n
+    reported = result.robust_accuracy["base"]
+    assert reported <= min(standalone.values()) + 0.01, (reported, standalone, result.escalation)
+
+
+@pytest.mark.parametrize("make, surrogate", [(Saturated, None), (Thresholded, SoftThreshold)],
+                         ids=["saturated-logits", "thresholded-input"])
+def test_other_masked_models_are_flagged_and_escalated(digits, digits_adversarial, make, surrogate):
+    model = make(digits_adversarial).eval()
+    result = _evaluate(model, digits, 40, sanity_checks=False, convergence=False,
+                       bpda=surrogate(digits_adversarial) if surrogate else None)
+    rounds = [r for r in result.escalation if r["target"] == "base"]
+    assert rounds and rounds[0]["indicators"]
+    assert any(a["name"].startswith("bpda-base@esc") for a in result.attacks)
+
+
+def test_the_cli_escalates_a_masked_model_and_reports_the_rounds(tmp_path, capsys):
+    source = tmp_path / "masked.py"
+    source.write_text("import torch\nfrom torch import nn\nfrom robustness_eval.data import load_digits\n"
+                      "from robustness_eval.zoo import load_model\n\n"
+                      "class Quantized(nn.Module):\n    def __init__(self, model):\n        super().__init__()\n"
+                      "        self.model = model\n\n    def forward(self, x):\n"
+                      "        return self.model(torch.round(x * 3) / 3)\n\n"
+                      "def build():\n    return Quantized(load_model(load_digits(), 'adversarial'))\n")
+    out = tmp_path / "run"
+    assert main(["run", "--model", f"{source}:build", "--shell", "none", "--n-points", "30", "--no-crosscheck",
+                 "--no-convergence", "--no-sanity", "--out", str(out), "--quiet"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["escalation"] and results["escalation"][0]["target"] == "base"
+    assert "## Escalation" in (out / "report.md").read_text()
+
+
+def test_nothing_escalates_when_no_indicator_fires():
+    results = {"attacks": [{"target": "base", "name": "pgd", "kind": "transfer", "attacked": 10, "new_breaks": 2,
+                            "loss_trace": [0.1, 0.5, 0.6, 0.6]},
+                           {"target": "base", "name": "square", "kind": "score-based", "attacked": 8,
+                            "new_breaks": 0, "loss_trace": []}],
+               "extras": {"convergence": {"change_pp": {"base": 0.0}}}}
+    clean = {"base": {"zero_gradient_share": 0.0, "nonfinite_gradient_share": 0.0}}
+    assert indicators(results, clean, {"base": 1.0}, "base") == []
+    results["attacks"][1]["new_breaks"] = 1
+    assert indicators(results, clean, {"base": 1.0}, "base") == [
+        "black-box or noise attacks broke 1 point(s) the white-box attacks left"]
