@@ -263,10 +263,7 @@ def _check_store_dir(store_dir) -> Path | None:
 
 def _check_stored_config(directory: Path | None, config: dict) -> None:
     """Refuse, before any work, a run directory whose store holds a different configuration."""
-    if directory is None:
-        return
-    ResultStore.check_free(directory)
-    if not (directory / DB_NAME).exists():
+    if directory is None or not (directory / DB_NAME).exists():
         return
     store = ResultStore.reader(directory)
     try:

@@ -152,11 +152,17 @@ def sections(results: dict, plots: dict[str, Path]) -> list[Section]:
                                      "moving the verdict) starts rounds of stronger attacks on that target's "
                                      "unbroken points, doubling until a round moves robust accuracy by less than "
                                      "0.5 pp. " + ("No indicator fired: nothing escalated." if not rounds else "")],
-                      ["target", "round", "indicators", "attacks", "new breaks", "robust accuracy", "seconds"])
+                      ["target", "round", "indicators", "attacks", "new breaks", "robust accuracy", "seconds"]
+                      if rounds else [])
         for r in rounds:
             moved = f"{pct(r['robust_accuracy_before'])} → {pct(r['robust_accuracy_after'])}"
             esc.rows.append([r["target"], str(r["round"]), "; ".join(r["indicators"]), ", ".join(r["attacks"]),
                              str(r["new_breaks"]), moved, f"{r['seconds']:.1f}"])
+        for r in rounds:
+            if r.get("stopped"):
+                esc.notes.append(f"Escalation on the {r['target']} stopped after round {r['round']}: {r['stopped']}"
+                                 + (" (the last round still moved the verdict: the figure is an upper bound)."
+                                    if r["stopped"] == "time cap reached" else "."))
         for target, d in (diagnostics or {}).items():
             esc.notes.append(f"Gradients of F's loss at the {target} target's decision points: zero on "
                              f"{d['zero_gradient_share']:.0%}, non-finite on {d['nonfinite_gradient_share']:.0%} of "
