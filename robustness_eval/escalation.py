@@ -36,6 +36,7 @@ from attacks.pgd import PGD
 from attacks.square import Square
 from robustness_eval.ascent import input_gradient
 from robustness_eval.runner import run_on_target, summarise
+from robustness_eval.sanity import trace_shape
 from robustness_eval.store import ResultStore
 from robustness_eval.types import Threat
 from shells.base import capabilities
@@ -86,19 +87,6 @@ def gradient_diagnostics(model: nn.Module, shell: nn.Module, x: torch.Tensor, y:
     return out
 
 
-def _trace_problem(trace: list[float]) -> str | None:
-    if len(trace) < 3:
-        return None
-    if not all(v == v and abs(v) != float("inf") for v in trace):
-        return "non-finite"
-    total, tail = trace[-1] - trace[0], trace[-1] - trace[-max(2, len(trace) // 10)]
-    if abs(total) < 1e-6:
-        return "flat"
-    if total > 0 and tail > 0.05 * total:
-        return "still rising at its end"
-    return None
-
-
 def indicators(results: dict, diagnostics: dict, unbounded: dict | None, target: str) -> list[str]:
     """The indicators that fire on `target` (see the module docstring), each as a readable sentence."""
     fired = []
@@ -109,7 +97,8 @@ def indicators(results: dict, diagnostics: dict, unbounded: dict | None, target:
             fired.append(f"zero or non-finite input gradients on {share:.0%} of the points")
     ladder = [a for a in results["attacks"] if a["target"] == target]
     for rung in ladder:
-        if rung["kind"] in GRADIENT_KINDS and rung["attacked"] and (problem := _trace_problem(rung["loss_trace"])):
+        problem = trace_shape(rung["loss_trace"]) if rung["kind"] in GRADIENT_KINDS and rung["attacked"] else None
+        if problem in ("non-finite", "flat", "still rising at its end"):
             fired.append(f"loss trace of {rung['name']} {problem}")
     blind = ("score-based", "decision-based") + (("baseline",) if target == "base" else ())
     extra = sum(a["new_breaks"] for a in ladder if a["kind"] in blind)

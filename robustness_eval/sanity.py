@@ -141,6 +141,24 @@ def noise_vs_attacks(results: dict) -> SanityVerdict:
                          "" if status == "pass" else "check the attacks' losses and step sizes")
 
 
+def trace_shape(trace: list[float]) -> str | None:
+    """What is wrong with a gradient attack's loss trace: 'non-finite', 'flat', 'fell', 'still rising at its
+    end', or None when it rose and levelled off (or is too short to judge)."""
+    if len(trace) < 3:
+        return None
+    if not all(v == v and abs(v) != float("inf") for v in trace):
+        return "non-finite"
+    total = trace[-1] - trace[0]
+    tail = trace[-1] - trace[-max(2, len(trace) // 10)]
+    if abs(total) < 1e-6:
+        return "flat"
+    if total < 0:
+        return "fell"
+    if tail > 0.05 * abs(total):
+        return "still rising at its end"
+    return None
+
+
 def loss_traces(results: dict) -> list[SanityVerdict]:
     """Gradient attacks on the shell (BPDA, shell-aware, EOT) must make progress: a flat trace means masked
     gradients (Pintor et al.: unavailable gradients); a trace still rising at the end means incomplete
@@ -152,14 +170,14 @@ def loss_traces(results: dict) -> list[SanityVerdict]:
         trace = a["loss_trace"]
         total = trace[-1] - trace[0]
         tail = trace[-1] - trace[-max(2, len(trace) // 10)]
-        finite = all(v == v and abs(v) != float("inf") for v in trace)
-        if not finite:
+        shape = trace_shape(trace)
+        if shape == "non-finite":
             status, figures = "fail", "the loss trace holds NaN or inf"
-        elif abs(total) < 1e-6:
+        elif shape == "flat":
             status, figures = "fail", f"loss flat: {trace[0]:.4g} → {trace[-1]:.4g}"
-        elif total < 0:
+        elif shape == "fell":
             status, figures = "warn", f"loss fell: {trace[0]:.4g} → {trace[-1]:.4g}"
-        elif tail > 0.05 * abs(total):
+        elif shape is not None:
             status, figures = "warn", f"still rising at the end: last steps +{tail:.3g} of +{total:.3g}"
         else:
             status, figures = "pass", f"loss {trace[0]:.4g} → {trace[-1]:.4g}, converged"
