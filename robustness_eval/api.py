@@ -348,8 +348,6 @@ def prepare_evaluation(model: nn.Module, shell, data: Dataset | tuple, threat: T
     model.to(target_device)  # in place, as nn.Module.to does: the shell wraps this same object
     x, y = x.to(target_device), y.to(target_device)
     classes = check_model(model, x, y)
-    if isinstance(shell, nn.Module):
-        shell.to(target_device)
     source = _shell_source(shell, model, threat, seed, shell_options)
     source.shell.to(target_device)
     check_shell(source.shell, model, x, classes)

@@ -156,11 +156,12 @@ def summarise(store: ResultStore, model: nn.Module, shell: nn.Module, y: torch.T
 def run_on_target(attacks: list[Attack], target: str, model: nn.Module, shell: nn.Module, x: torch.Tensor,
                   y: torch.Tensor, threat: Threat, seed: int, store: ResultStore, chunk: int,
                   quiet: bool = True) -> None:
-    """Run `attacks`, in order, on the points of `target` that nothing in the store has broken yet."""
+    """Run `attacks`, in order, on the points of `target` that nothing in the store has broken yet
+    (each attack is restricted to `target`: its `only_target` is set)."""
     shells = {"base": IdentityShell(model, threat.norm, threat.bounds), "shell": shell}
     correct = {t: store.load_clean(t, len(y)) for t in TARGETS}
     for attack in attacks:
-        attack.renamed(attack.name, target)
+        attack.only_target = target
         earlier = set(store.broken("main", target).values())
         _run_attack(attack, model, shells, correct, x, y, threat, seed, store, "main", earlier, chunk, quiet)
 

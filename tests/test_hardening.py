@@ -25,7 +25,7 @@ import robustness_eval
 from robustness_eval import api
 from robustness_eval.cli import main
 from robustness_eval.store import DB_NAME, ResultStore, StoreBusyError
-from robustness_eval.types import Bounds, Threat
+from robustness_eval.types import Threat
 from shells import MCNShell
 
 QUICK = ["--n-points", "6", "--attacks", "pgd", "--budget", "pgd=2", "--no-convergence", "--no-escalation",
@@ -399,6 +399,3 @@ def test_fuzzed_api_calls_raise_only_type_or_value_errors_before_writing(
         return
     assert isinstance(evaluation, api.Evaluation) and not store.exists()
 
-
-def test_default_bounds_are_the_unit_box():
-    assert Bounds() == Bounds(0.0, 1.0)
