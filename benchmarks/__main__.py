@@ -7,11 +7,12 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import blackbox_shells, peers, shell_throughput
+from benchmarks import backends, blackbox_shells, peers, shell_throughput
 from benchmarks.common import machine
 from benchmarks.report import write_results
 
-SUITES = {"shell_throughput": shell_throughput.run, "peers": peers.run, "blackbox_shells": blackbox_shells.run}
+SUITES = {"shell_throughput": shell_throughput.run, "peers": peers.run, "blackbox_shells": blackbox_shells.run,
+          "backends": backends.run}
 
 
 def main(names: list[str]) -> int:

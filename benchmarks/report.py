@@ -163,6 +163,37 @@ def write_results(folder: Path) -> Path:
         for c in blackbox["cost"]:
             lines.append(f"| {c['parameter']} | {c['value']} | {1000 * c['seconds_per_query']:.2f} |")
         lines += ["", f"![cost of one MCN query]({_cost_plot(folder, blackbox['cost'])})", ""]
+    backends = _load(folder, "backends")
+    if backends:
+        lines += _backend_lines(backends)
     path = folder / "RESULTS.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _backend_lines(result: dict) -> list[str]:
+    runs, overhead = result["runs"], result["overhead"]
+    by_name = {r["backend"]: r["seconds"] for r in runs}
+    one, two = by_name.get("ray, 1 worker"), by_name.get("ray, 2 workers")
+    lines = ["## Backends: local and Ray", "",
+             f"The same battery ({result['attacks']}, budgets {result['budgets']}) on {result['points']} digits "
+             f"points through a δ = 0.1 MCN shell, chunks of {result['chunk']}, on a local 2-CPU Ray runtime "
+             "(each Ray unit pinned to 1 torch thread):", "",
+             "| backend | seconds | same per-point verdicts as local | shell robust accuracy |", "|---|---|---|---|"]
+    for r in runs:
+        lines.append(f"| {r['backend']} | {r['seconds']:.1f} | {r['same_verdicts']} | "
+                     f"{100 * r['robust_accuracy_shell']:.1f} % |")
+    if one and two:
+        lines += ["", f"2 workers vs 1: {one / two:.2f}× faster. The battery's attacks run one after another "
+                      "(cheapest first), so only the units of one attack run side by side: an attack with fewer "
+                      "unbroken points than two chunks leaves a worker idle."]
+    lines += ["", f"Per-unit overhead of Ray: {1000 * overhead['seconds_per_unit']:.1f} ms "
+                  f"({overhead['units']} one-point units of a 1-query noise attack: {overhead['ray_seconds']:.1f} s "
+                  f"on Ray with 1 worker vs {overhead['local_seconds']:.1f} s locally)."]
+    local = runs[0]
+    if local.get("units"):
+        mean = local["seconds"] / local["units"]
+        lines[-1] += (f" The battery above ran {local['units']} units, {1000 * mean:.0f} ms each on average locally: "
+                      f"the overhead is {100 * overhead['seconds_per_unit'] / mean:.1f} % of such a unit.")
+    lines.append("")
+    return lines

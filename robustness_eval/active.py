@@ -68,7 +68,7 @@ def plant(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Threat, de
 
 
 def active_test(model: nn.Module, make_shell, x: torch.Tensor, y: torch.Tensor, threat: Threat,
-                delta: float, attacks="fast", seed: int = 0) -> dict:
+                delta: float, attacks="fast", seed: int = 0, backend=None) -> dict:
     """Plant, verify the plants, run the battery on the planted target; report the share found."""
     if threat.norm is not Norm.LINF:
         return {"status": "not run", "reason": "the active test plants L∞ regions only"}
@@ -81,7 +81,7 @@ def active_test(model: nn.Module, make_shell, x: torch.Tensor, y: torch.Tensor, 
     idx = valid.nonzero().squeeze(1)
     if len(idx) == 0:
         return {"status": "not run", "reason": "no plant could be verified", "planted": len(y), "valid": 0}
-    result = run_battery(planted, shell, x[idx], y[idx], threat, attacks, seed=seed)
+    result = run_battery(planted, shell, x[idx], y[idx], threat, attacks, seed=seed, backend=backend)
     found = sum(1 for p in result.points if p["shell_correct"] and p["broken_by"]["shell"] is not None)
     evaluated = sum(1 for p in result.points if p["shell_correct"])
     share = found / evaluated if evaluated else 0.0

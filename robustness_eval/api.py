@@ -15,7 +15,7 @@ import platform
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -24,6 +24,7 @@ from torch import nn
 from attacks.base import Attack
 from robustness_eval import sanity
 from robustness_eval.active import active_test
+from robustness_eval.backends import LocalBackend, RayBackend, make_backend
 from robustness_eval.crosscheck import pgd_crosscheck
 from robustness_eval.data import Dataset
 from robustness_eval.escalation import TIME_CAP_SECONDS, escalate
@@ -37,7 +38,7 @@ from shells.base import can_rebuild
 from shells.registry import accepted_options, call_factory
 
 SANITY_SUBSET = 30
-VOLATILE = ("call", "versions", "device")  # provenance: a run may resume on another device
+VOLATILE = ("call", "versions", "device", "backend")  # provenance: a resume may change device or backend
 EXAMPLE_COUNT = 6
 
 
@@ -144,8 +145,8 @@ def evaluate(model: nn.Module, shell, data: Dataset | tuple, threat: Threat, **o
         **options: the keywords of `prepare_evaluation`, documented there (attacks='fast',
             n_points=200, seed=0, store_dir=None, convergence=True, crosscheck=True,
             sanity_checks=True, sweep_eps=(), sweep_delta=(), budgets=None, shell_options=None,
-            chunk=None, device='auto', escalation=True, escalation_cap=600, bpda=None, quiet=True,
-            call=None).
+            chunk=None, device='auto', escalation=True, escalation_cap=600, bpda=None, backend='local',
+            ray_address=None, workers=None, quiet=True, call=None).
     Returns:
         An `EvaluationResult` with the results.json fields; `.to_report(dir)` writes the report.
     Raises:
@@ -172,6 +173,7 @@ class Evaluation:
     combos: list[tuple[float, float]]
     quiet: bool
     surrogate: nn.Module | None = None
+    backend: LocalBackend | RayBackend = field(default_factory=LocalBackend)
 
     def run(self) -> EvaluationResult:
         """Run (or resume) every combination of the sweep; return the primary result."""
@@ -273,7 +275,7 @@ def _check_stored_config(directory: Path | None, config: dict) -> None:
     if stored is None:
         raise ValueError(f"{directory / DB_NAME} holds no run configuration (an empty or foreign store); "
                          "remove it or choose another directory")
-    compare_configs(stored, config, directory)
+    compare_configs(stored, config, directory, VOLATILE)
 
 
 def prepare_evaluation(model: nn.Module, shell, data: Dataset | tuple, threat: Threat, *,
@@ -283,7 +285,9 @@ def prepare_evaluation(model: nn.Module, shell, data: Dataset | tuple, threat: T
                        sweep_delta: Sequence[float] = (), budgets: dict[str, int] | None = None,
                        shell_options: dict | None = None, chunk: int | None = None, device=None,
                        escalation: bool = True, escalation_cap: float = TIME_CAP_SECONDS,
-                       bpda: nn.Module | None = None, quiet: bool = True, call: dict | None = None) -> Evaluation:
+                       bpda: nn.Module | None = None, backend: str | LocalBackend | RayBackend = "local",
+                       ray_address: str | None = None, workers: int | None = None, quiet: bool = True,
+                       call: dict | None = None) -> Evaluation:
     """Validate every argument of `evaluate` and return the `Evaluation` to run; nothing is computed or written.
 
     Keyword args:
@@ -314,6 +318,11 @@ def prepare_evaluation(model: nn.Module, shell, data: Dataset | tuple, threat: T
         bpda: a differentiable stand-in for the base model (same interface), whose gradient the
             escalation's BPDA on F follows while F decides success; default: straight-through
             estimators for F's rounding, floor, ceil and sign.
+        backend: where the battery's units run: 'local' (default, this process) or 'ray' (Ray tasks; needs
+            the `ray` extra), or a `LocalBackend` / `RayBackend` instance. The numbers do not depend on
+            it; it is recorded as provenance, and a resume may change it.
+        ray_address: with 'ray': None starts a local Ray runtime; 'auto' or an address joins a cluster.
+        workers: with 'ray': units in flight at once (default: the cluster's CPUs, or GPUs on CUDA).
         quiet: no progress output.
         call: how the evaluation was invoked (the CLI passes its command line); provenance only.
     Raises:
@@ -332,6 +341,7 @@ def prepare_evaluation(model: nn.Module, shell, data: Dataset | tuple, threat: T
     if chunk is not None:
         check_positive_int(chunk, "chunk")
     target_device = resolve_device(device)
+    runner_backend = make_backend(backend, ray_address, workers, target_device)
     if not isinstance(attacks, str | list | tuple):
         raise TypeError(f"`attacks` must be a preset name, a comma list, or a list of names or Attack instances "
                         f"(got {type(attacks).__name__})")
@@ -372,13 +382,14 @@ def prepare_evaluation(model: nn.Module, shell, data: Dataset | tuple, threat: T
         "chunk": chunk, "call": dict(call or {"command": "(Python API) robustness_eval.evaluate"}),
         "versions": versions(), "device": str(target_device), "escalation": escalation,
         "escalation_cap": float(escalation_cap), "bpda": None if bpda is None else model_hash(bpda),
+        "backend": runner_backend.name,
     }
     combos = [(e, d) for e in eps_values for d in delta_values]
     _check_stored_config(directory, _run_config(config, source.shell, *combos[0], threat))
     if bpda is not None:
         bpda.to(target_device)
     return Evaluation(model, source, x, y, threat, truth, config, battery, attacks, budgets, directory, combos,
-                      quiet, bpda)
+                      quiet, bpda, runner_backend)
 
 
 def _one_run(job: Evaluation, shell, threat: Threat, config: dict, directory: Path | None,
@@ -390,20 +401,21 @@ def _one_run(job: Evaluation, shell, threat: Threat, config: dict, directory: Pa
         start = time.perf_counter()
         result = run_battery(model, shell, x, y, threat, job.attacks, seed=seed, quiet=job.quiet, config=config,
                              store=store, budgets=job.budgets, chunk=config["chunk"],
-                             convergence=primary and config["convergence"])
+                             convergence=primary and config["convergence"], backend=job.backend)
         if primary and config["escalation"]:
             unbounded = _cached(store, "unbounded", lambda: asdict(sanity.unbounded_attack(
                 model, shell, x[:SANITY_SUBSET], y[:SANITY_SUBSET], threat, seed))) if config["sanity"] else None
             battery_x2 = resolve_battery(job.attacks, job.budgets, 2.0) if config["convergence"] else None
             result = escalate(result, model, shell, x, y, threat, job.battery, battery_x2, store, seed, config["chunk"],
                               unbounded and unbounded["values"], surrogate=job.surrogate,
-                              time_cap=config["escalation_cap"], quiet=job.quiet)
+                              time_cap=config["escalation_cap"], quiet=job.quiet, backend=job.backend)
         if primary and config["crosscheck"]:
             result.extras["crosscheck"] = _cached(store, "crosscheck",
                                                   lambda: pgd_crosscheck(model, x, y, threat, seed=seed))
         if primary and config["sanity"]:
             result.extras.update(_cached(store, "truth_checks", lambda: _truth_checks(
-                result, model, shell, job.source, x, y, threat, job.battery, seed, store.meta("unbounded"))))
+                result, model, shell, job.source, x, y, threat, job.battery, seed, store.meta("unbounded"),
+                job.backend)))
         if job.truth is not None:
             result.extras["ground_truth"] = ground_truth(result.adversarial, job.truth, y)
         result.examples = example_panels(model, shell, x, y, result.adversarial.get("shell", {}))
@@ -425,7 +437,7 @@ def _cached(store: ResultStore, key: str, compute: Callable[[], dict]) -> dict:
 
 
 def _truth_checks(result: EvaluationResult, model, shell, source: ShellSource, x, y, threat: Threat,
-                  battery: list[Attack], seed: int, unbounded: dict | None) -> dict:
+                  battery: list[Attack], seed: int, unbounded: dict | None, backend) -> dict:
     """Sanity verdicts and the active test; the shell is rebuilt around F at δ = 0 and around F'."""
     at_zero = source.rebuild(model, delta=0.0) if source.takes("delta") else None
     verdicts = sanity.run_all(result.to_json(), model, shell, at_zero, x, y, threat, seed=seed,
@@ -437,7 +449,7 @@ def _truth_checks(result: EvaluationResult, model, shell, source: ShellSource, x
                                                  "pass a factory(model, **options) instead of an instance"}
     else:
         active = active_test(model, lambda planted: source.rebuild(planted), x[:subset], y[:subset], threat,
-                             radius, battery, seed=seed)
+                             radius, battery, seed=seed, backend=backend)
     return {"sanity": verdicts, "active_test": active}
 
 

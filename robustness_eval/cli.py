@@ -92,6 +92,14 @@ def _parser() -> argparse.ArgumentParser:
                                                "a GPU; a resume keeps the stored one)")
     run.add_argument("--device", default="auto", help="auto (CUDA when available, default), cpu, cuda or cuda:N; "
                                                       "allowed with --resume")
+    run.add_argument("--backend", choices=["local", "ray"], default="local",
+                     help="where the battery's units run: local (this process, default) or ray (Ray tasks; "
+                          "pip install -e \".[ray]\"); same numbers either way; allowed with --resume")
+    run.add_argument("--ray-address", default=None, help="with --backend ray: auto or host:port joins a cluster "
+                                                         "(default: start a local Ray runtime); allowed with --resume")
+    run.add_argument("--workers", type=int, default=None,
+                     help="with --backend ray: units in flight at once (default: the cluster's CPUs, or its GPUs "
+                          "with --device cuda); allowed with --resume")
     run.add_argument("--quiet", action="store_true", help="no progress output")
 
     report = sub.add_parser("report", help="(re)write report.md, report.html and plots for a run directory")
@@ -120,7 +128,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _prepare(config: dict, out: Path, command: str, quiet: bool, explicit: set[str], device: str):
+def _prepare(config: dict, out: Path, command: str, quiet: bool, explicit: set[str],
+             args: argparse.Namespace):
     """Load what the config names and validate it all: the `Evaluation` to run (nothing written yet)."""
     from robustness_eval.api import prepare_evaluation
     from robustness_eval.config import grid, parse_budgets
@@ -145,7 +154,8 @@ def _prepare(config: dict, out: Path, command: str, quiet: bool, explicit: set[s
         crosscheck=config["crosscheck"], sanity_checks=config["sanity"], sweep_eps=eps[1:], sweep_delta=delta[1:],
         budgets=parse_budgets(config["budget"]),
         shell_options={"delta": delta[0], "p": config["p"], "search_dtype": config.get("search_dtype", "float32")},
-        chunk=config.get("chunk"), device=device, escalation=config.get("escalation", True),
+        chunk=config.get("chunk"), device=args.device, backend=args.backend, ray_address=args.ray_address,
+        workers=args.workers, escalation=config.get("escalation", True),
         escalation_cap=config.get("escalation_cap", 600.0), bpda=surrogate, quiet=quiet,
         call={"command": command, "cli": config})
 
@@ -177,14 +187,15 @@ def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
                                                                         ("--out", args.out)) if v]
         if given:
             raise ValueError(f"--resume takes no configuration flags (got {', '.join(given)}); it continues the "
-                             "run with its stored configuration (execution flags --device, --quiet, --debug are fine)")
+                             "run with its stored configuration (execution flags --device, --backend, --ray-address, "
+                             "--workers, --quiet, --debug are fine)")
         out = Path(args.resume)
         config, command = _stored_cli_config(out)
     else:
         config = resolve(explicit, load_toml(args.config) if args.config else None)
         out = Path(args.out) if args.out else Path("reports") / run_name(config)
         command = "robustness-eval " + shlex.join(argv)
-    evaluation = _prepare(config, out, command, args.quiet, set(explicit), args.device)
+    evaluation = _prepare(config, out, command, args.quiet, set(explicit), args)
     if not args.quiet:
         print(f"{run_name(config)} -> {out}", flush=True)
     try:

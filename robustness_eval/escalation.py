@@ -131,7 +131,7 @@ def round_attacks(target: str, shell: nn.Module, number: int, surrogate: nn.Modu
 def escalate(result, model: nn.Module, shell: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Threat,
              battery: list[Attack], battery_x2: list[Attack] | None, store: ResultStore, seed: int, chunk: int,
              unbounded: dict | None, surrogate: nn.Module | None = None, time_cap: float = TIME_CAP_SECONDS,
-             quiet: bool = True):
+             quiet: bool = True, backend=None):
     """Escalation rounds for every target an indicator fires on; the final result, with `escalation` rounds."""
     start = time.perf_counter()
     diagnostics = gradient_diagnostics(model, shell, x, y)
@@ -146,7 +146,7 @@ def escalate(result, model: nn.Module, shell: nn.Module, x: torch.Tensor, y: tor
             before = current.robust_accuracy[target]
             attacks = round_attacks(target, shell, number, surrogate)
             began = time.perf_counter()
-            run_on_target(attacks, target, model, shell, x, y, threat, seed, store, chunk, quiet)
+            run_on_target(attacks, target, model, shell, x, y, threat, seed, store, chunk, quiet, backend)
             extra += attacks
             batteries = {"main": [*battery, *extra], **({"x2": battery_x2} if battery_x2 else {})}
             current = summarise(store, model, shell, y, threat, batteries, result.config, None, tuple(x.shape[1:]))

@@ -15,7 +15,6 @@ ones and so reproduces an uninterrupted run exactly.
 from __future__ import annotations
 
 import copy
-import time
 import zlib
 
 import torch
@@ -24,18 +23,18 @@ from tqdm.auto import tqdm
 
 from attacks.base import Attack
 from attacks.registry import build_battery
+from robustness_eval.backends import LocalBackend, RayBackend
 from robustness_eval.modules import eval_mode
 from robustness_eval.progress import progress
 from robustness_eval.results import EvaluationResult
 from robustness_eval.store import ResultStore
 from robustness_eval.types import AttackKind, Threat
-from robustness_eval.verify import predict_labels, verify
-from robustness_eval.views import BaseModelView, ShellAwareView, ShellOracle
+from robustness_eval.units import Context, Unit, repeats_for, reseed_randomized
+from robustness_eval.verify import predict_labels
 from shells.base import IdentityShell, Shell, capabilities
 
 KIND_ORDER = [AttackKind.TRANSFER, AttackKind.BASELINE, AttackKind.SHELL_AWARE, AttackKind.BPDA,
               AttackKind.EOT, AttackKind.SCORE_BASED, AttackKind.DECISION_BASED]
-VERIFY_REPEATS_RANDOMIZED = 5
 TARGETS = ("base", "shell")
 
 
@@ -49,24 +48,11 @@ def order_battery(battery: list[Attack]) -> list[Attack]:
     return sorted(battery, key=lambda attack: KIND_ORDER.index(attack.kind))
 
 
-def repeats_for(shell: nn.Module) -> int:
-    """Queries per verdict: a majority of 5 for randomized shells, 1 otherwise."""
-    return VERIFY_REPEATS_RANDOMIZED if getattr(shell, "randomized", False) else 1
-
-
 def skipped_attacks(battery: list[Attack], shells: dict[str, nn.Module]) -> list[dict]:
     """Per target, every attack of the battery that does not apply to it, and why."""
     return [{"target": target, "attack": attack.name, "reason": reason}
             for target, shell in shells.items() for attack in battery
             if attack.only_target is None and (reason := attack.skip_reason(capabilities(shell))) is not None]
-
-
-def _view_for(attack: Attack, model: nn.Module, shell: Shell, threat: Threat, n: int):
-    if attack.view == "base":
-        return BaseModelView(model, threat.bounds)
-    if attack.view == "oracle":
-        return ShellOracle(shell, n, attack.budget)
-    return ShellAwareView(model, shell, threat.bounds)
 
 
 def resolve_battery(attacks: str | list[str] | list[Attack], budgets: dict[str, int] | None = None,
@@ -86,7 +72,7 @@ def run_battery(model: nn.Module, shell: Shell, x: torch.Tensor, y: torch.Tensor
                 attacks: str | list[str] | list[Attack] = "fast", seed: int = 0, quiet: bool = True,
                 config: dict | None = None, indices: list[int] | None = None,
                 store: ResultStore | None = None, chunk: int = 50, budgets: dict[str, int] | None = None,
-                convergence: bool = False) -> EvaluationResult:
+                convergence: bool = False, backend: LocalBackend | RayBackend | None = None) -> EvaluationResult:
     """Run the battery on base and shell; return per-point worst-case results.
 
     This is the battery alone, on inputs already validated; `robustness_eval.evaluate` is the
@@ -107,6 +93,8 @@ def run_battery(model: nn.Module, shell: Shell, x: torch.Tensor, y: torch.Tensor
         chunk: points per chunk, the unit of commit.
         budgets: per-attack budget overrides by name.
         convergence: also run the whole battery with every budget doubled and report the change.
+        backend: where units run (default `LocalBackend()`; `RayBackend` for a Ray cluster). The
+            results do not depend on it.
     """
     if not isinstance(threat, Threat):
         raise TypeError(f"`threat` must be a robustness_eval.Threat (got {type(threat).__name__})")
@@ -115,28 +103,29 @@ def run_battery(model: nn.Module, shell: Shell, x: torch.Tensor, y: torch.Tensor
                          f"(got {x.shape[0]} and {y.shape[0]})")
     store = store or ResultStore(None)
     eval_mode(model)
-    shells = {"base": IdentityShell(model, threat.norm, threat.bounds), "shell": shell}
+    context = Context(model, shell, x, y, threat)
     correct = {}
-    for name, target in shells.items():
+    for name, target in context.shells.items():
         stored = store.load_clean(name, len(y))
         if stored is None:
+            reseed_randomized(context, attack_seed(seed, "clean"))
             votes = sum((predict_labels(target, x) == y).long() for _ in range(repeats_for(target)))
             stored = (votes * 2 > repeats_for(target)).cpu()
             store.save_clean(name, stored)
         correct[name] = stored  # bookkeeping (masks, indices, query counts) lives on the CPU
     phases = [("main", 1.0)] + ([("x2", 2.0)] if convergence else [])
     batteries = {}
-    for phase, scale in phases:
-        battery = resolve_battery(attacks, budgets, scale)
-        batteries[phase] = battery
-        bar = progress(battery, desc=f"attacks ({phase})", disable=quiet)
-        for position, attack in enumerate(bar):
-            earlier = {a.name for a in battery[:position]}
-            _run_attack(attack, model, shells, correct, x, y, threat, seed, store, phase, earlier,
-                        chunk, quiet)
-            if not quiet:
-                for target in TARGETS:
-                    _print_rung(store, phase, attack, target, correct, battery[: position + 1])
+    with (backend or LocalBackend()).session(context) as session:
+        for phase, scale in phases:
+            battery = resolve_battery(attacks, budgets, scale)
+            batteries[phase] = battery
+            bar = progress(battery, desc=f"attacks ({phase})", disable=quiet)
+            for position, attack in enumerate(bar):
+                earlier = {a.name for a in battery[:position]}
+                _run_attack(attack, context, session, correct, seed, store, phase, earlier, chunk, quiet)
+                if not quiet:
+                    for target in TARGETS:
+                        _print_rung(store, phase, attack, target, correct, battery[: position + 1])
     return summarise(store, model, shell, y, threat, batteries, config, indices, tuple(x.shape[1:]))
 
 
@@ -155,15 +144,16 @@ def summarise(store: ResultStore, model: nn.Module, shell: nn.Module, y: torch.T
 
 def run_on_target(attacks: list[Attack], target: str, model: nn.Module, shell: nn.Module, x: torch.Tensor,
                   y: torch.Tensor, threat: Threat, seed: int, store: ResultStore, chunk: int,
-                  quiet: bool = True) -> None:
+                  quiet: bool = True, backend: LocalBackend | RayBackend | None = None) -> None:
     """Run `attacks`, in order, on the points of `target` that nothing in the store has broken yet
     (each attack is restricted to `target`: its `only_target` is set)."""
-    shells = {"base": IdentityShell(model, threat.norm, threat.bounds), "shell": shell}
+    context = Context(model, shell, x, y, threat)
     correct = {t: store.load_clean(t, len(y)) for t in TARGETS}
-    for attack in attacks:
-        attack.only_target = target
-        earlier = set(store.broken("main", target).values())
-        _run_attack(attack, model, shells, correct, x, y, threat, seed, store, "main", earlier, chunk, quiet)
+    with (backend or LocalBackend()).session(context) as session:
+        for attack in attacks:
+            attack.only_target = target
+            earlier = set(store.broken("main", target).values())
+            _run_attack(attack, context, session, correct, seed, store, "main", earlier, chunk, quiet)
 
 
 def _alive(store: ResultStore, phase: str, target: str, correct: torch.Tensor, earlier: set[str]):
@@ -174,64 +164,43 @@ def _alive(store: ResultStore, phase: str, target: str, correct: torch.Tensor, e
     return alive
 
 
-def _run_attack(attack: Attack, model: nn.Module, shells: dict[str, Shell], correct: dict,
-                x: torch.Tensor, y: torch.Tensor, threat: Threat, seed: int, store: ResultStore,
-                phase: str, earlier: set[str], chunk: int, quiet: bool) -> None:
-    applies = [t for t in TARGETS if attack.skip_reason(capabilities(shells[t])) is None
-               and attack.only_target in (None, t)]
-    alive = {t: _alive(store, phase, t, correct[t], earlier) for t in applies}
-    if attack.view == "base":  # craft once on F for every point alive on any target
-        union = torch.zeros_like(correct["base"])
+def plan_units(attack: Attack, alive: dict[str, torch.Tensor], phase: str, seed: int, chunk: int) -> list[Unit]:
+    """The units of `attack`: its still-unbroken points in index order, `chunk` at a time, per group.
+
+    A transfer attack (view 'base') crafts once on F for the union of the points alive on any target
+    (group 'union'); every other attack has one group per target it applies to.
+    """
+    applies = list(alive)
+    if attack.view == "base":
+        union = torch.zeros_like(alive[applies[0]])
         for t in applies:
             union |= alive[t]
         groups = [("union", applies, union.nonzero().squeeze(1))]
     else:
         groups = [(t, [t], alive[t].nonzero().squeeze(1)) for t in applies]
+    units = []
     for label, targets, idx in groups:
-        starts = list(range(0, len(idx), chunk))
-        for number in progress(starts, desc=attack.name, disable=quiet or len(starts) < 2):
-            key = f"{label}/{number // chunk}"
-            if store.chunk_done(phase, attack.name, key):
-                continue
+        for number in range(0, len(idx), chunk):
             part = idx[number : number + chunk]
-            _run_chunk(attack, model, shells, alive, targets, x, y, part, threat,
-                       attack_seed(seed, attack.name, number // chunk), store, phase, key)
+            units.append(Unit(phase, attack, f"{label}/{number // chunk}", tuple(part.tolist()),
+                              {t: tuple(part[alive[t][part]].tolist()) for t in targets},
+                              attack_seed(seed, attack.name, number // chunk)))
+    return units
 
 
-def _run_chunk(attack: Attack, model: nn.Module, shells: dict[str, Shell], alive: dict,
-               targets: list[str], x: torch.Tensor, y: torch.Tensor, part: torch.Tensor,
-               threat: Threat, seed: int, store: ResultStore, phase: str, key: str) -> None:
-    start = time.perf_counter()
-    records = []
-    if attack.view == "base":
-        out = attack(BaseModelView(model, threat.bounds), x[part], y[part], threat, seed=seed)
-        crafted = {t: (out.x_adv, out.queries) for t in targets}
-        trace = out.trace.get("loss", [])
-    else:
-        (target,) = targets
-        view = _view_for(attack, model, shells[target], threat, len(part))
-        out = attack(view, x[part], y[part], threat, seed=seed)
-        # the oracle's own count is the honest one; white-box views report their own
-        queries = view.queries if isinstance(view, ShellOracle) else out.queries
-        crafted = {target: (out.x_adv, queries)}
-        trace = out.trace.get("loss", [])
-    for target in targets:
-        x_adv, queries = crafted[target]
-        mine = alive[target][part]  # transfer chunks cover the union: keep this target's points
-        if not bool(mine.any()):
-            continue
-        points, x_adv, queries = part[mine], x_adv[mine], queries[mine]
-        verdict = verify(shells[target], x[points], x_adv, y[points], threat,
-                         repeats=repeats_for(shells[target]))
-        seconds = (time.perf_counter() - start) / len(points)
-        success, in_ball, in_bounds, wrong = (verdict.success.tolist(), verdict.in_ball.tolist(),
-                                              verdict.in_bounds.tolist(), verdict.misclassified.tolist())
-        norms, counts, adversarial = verdict.norm.tolist(), queries.tolist(), x_adv.detach().cpu()
-        for j, point in enumerate(points.tolist()):
-            records.append((target, point, success[j], in_ball[j], in_bounds[j], wrong[j], norms[j], counts[j],
-                            seconds, adversarial[j] if success[j] else None))
-    store.commit_chunk(phase, attack.name, key, records, targets, list(trace),
-                       time.perf_counter() - start)
+def _run_attack(attack: Attack, context: Context, session, correct: dict, seed: int, store: ResultStore,
+                phase: str, earlier: set[str], chunk: int, quiet: bool) -> None:
+    applies = [t for t in TARGETS if attack.skip_reason(capabilities(context.shells[t])) is None
+               and attack.only_target in (None, t)]
+    if not applies:
+        return
+    alive = {t: _alive(store, phase, t, correct[t], earlier) for t in applies}
+    units = [u for u in plan_units(attack, alive, phase, seed, chunk)
+             if not store.chunk_done(phase, attack.name, u.key)]
+    bar = progress(session.run(units), desc=attack.name, disable=quiet or len(units) < 2, total=len(units))
+    for unit, result in bar:  # in completion order; the driver is the only writer
+        store.commit_chunk(phase, attack.name, unit.key, result.records, list(unit.targets), result.trace,
+                           result.seconds)
 
 
 def _print_rung(store: ResultStore, phase: str, attack: Attack, target: str, correct: dict,

@@ -1,0 +1,206 @@
+"""Where units of work run: in the driver (`LocalBackend`) or on Ray workers (`RayBackend`).
+
+Either way the driver plans the units, keeps the cheapest-first order (the units of attack k+1
+are planned only once every unit of attack k is committed), and is the store's only writer:
+results stream back as units finish and are committed one transaction per unit. A unit's result
+depends on its data alone (`robustness_eval.units`), so both backends give the same store.
+
+Ray is an optional extra (`pip install -e ".[ray]"`). The model, the shell and the points go to
+the object store once per battery; each worker process deserializes them once and keeps them
+for every unit it runs. A worker that dies in the middle of a unit is replaced and the unit
+retried (`max_retries`); its rows are written only when it finishes, so nothing is lost or
+written twice.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import sys
+import sysconfig
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from robustness_eval.units import Context, Unit, UnitResult, execute_unit
+
+BACKENDS = ("local", "ray")
+OWN_PACKAGES = ("robustness_eval", "shells", "attacks")
+_WORKER_CONTEXTS: dict[str, Context] = {}
+
+
+class LocalBackend:
+    """Run every unit in this process, in plan order."""
+
+    name = "local"
+
+    @contextmanager
+    def session(self, context: Context) -> Iterator[LocalSession]:
+        yield LocalSession(context)
+
+    def describe(self) -> dict:
+        return {"backend": self.name}
+
+
+class LocalSession:
+    """Units of one battery, run one after another in the driver."""
+
+    def __init__(self, context: Context) -> None:
+        self.context = context
+
+    def run(self, units: list[Unit]) -> Iterator[tuple[Unit, UnitResult]]:
+        for unit in units:
+            yield unit, execute_unit(self.context, unit)
+
+
+class RayBackend:
+    """Run units as Ray tasks on a local runtime or a cluster.
+
+    Args:
+        address: None starts a local Ray runtime (with `workers` CPUs); 'auto' or 'ray://host:port' /
+            'host:port' joins an existing cluster.
+        workers: units in flight at once (default: the cluster's CPUs, or its GPUs on a CUDA device).
+        device: the run's device; on 'cuda' every unit asks Ray for one GPU and runs on it.
+        threads: torch threads per unit (and CPUs Ray reserves for it); pinned on the worker.
+        max_retries: times a unit is retried when its worker process dies.
+    """
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, workers: int | None = None, device: torch.device | str = "cpu",
+                 threads: int = 1, max_retries: int = 3) -> None:
+        if address is not None and (not isinstance(address, str) or not address.strip()):
+            raise ValueError(f"`ray_address` must be 'auto', host:port or ray://host:port, or None to start a "
+                             f"local runtime (got {address!r})")
+        for value, label in ((workers, "workers"), (threads, "threads")):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"`{label}` must be an integer ≥ 1 (got {value!r})")
+        if importlib.util.find_spec("ray") is None:
+            raise ImportError("backend='ray' needs Ray: pip install -e \".[ray]\" (or use backend='local')")
+        self.address, self.workers, self.threads, self.max_retries = address, workers, threads, max_retries
+        self.device = torch.device(device)
+
+    def describe(self) -> dict:
+        return {"backend": self.name, "ray_address": self.address or "local", "workers": self.in_flight()}
+
+    def connect(self):
+        """Start or join the Ray runtime (once per process) and return the `ray` module."""
+        import ray
+
+        if not ray.is_initialized():
+            options = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+            if self.address is None:
+                ray.init(num_cpus=self.workers * self.threads if self.workers else None, **options)
+            else:
+                ray.init(address=self.address, **options)
+        return ray
+
+    def in_flight(self) -> int:
+        """Units kept running at once."""
+        if self.workers is not None:
+            return self.workers
+        ray = self.connect()
+        resources = ray.cluster_resources()
+        if self.device.type == "cuda":
+            return max(1, int(resources.get("GPU", 1)))
+        return max(1, int(resources.get("CPU", 1)) // self.threads)
+
+    @contextmanager
+    def session(self, context: Context) -> Iterator[RaySession]:
+        ray = self.connect()
+        for module in (context.model, context.shell):
+            ship_code_of(module)
+        payload = context if self.device.type == "cpu" else copy.deepcopy(context).to("cpu")
+        gpu = self.device.type == "cuda"
+        task = ray.remote(_execute_on_worker).options(
+            num_cpus=self.threads, num_gpus=1 if gpu else 0, max_retries=self.max_retries, retry_exceptions=False)
+        session = RaySession(ray, task, ray.put(payload), "cuda" if gpu else "cpu", self.threads, self.in_flight())
+        yield session
+
+
+class RaySession:
+    """Units of one battery as Ray tasks: at most `in_flight` at once, yielded as they finish."""
+
+    def __init__(self, ray, task, context_ref, device: str, threads: int, in_flight: int) -> None:
+        self.ray, self.task, self.context_ref = ray, task, context_ref
+        self.device, self.threads, self.in_flight = device, threads, in_flight
+        self.id = uuid.uuid4().hex
+
+    def run(self, units: list[Unit]) -> Iterator[tuple[Unit, UnitResult]]:
+        queue, pending = iter(units), {}
+
+        def submit() -> None:
+            unit = next(queue, None)
+            if unit is not None:
+                ship_code_of(unit.attack)
+                # the context travels boxed, so Ray hands the worker a reference it resolves once
+                pending[self.task.remote(self.id, [self.context_ref], unit, self.device, self.threads)] = unit
+
+        try:
+            for _ in range(self.in_flight):
+                submit()
+            while pending:
+                (done,), _ = self.ray.wait(list(pending), num_returns=1)
+                unit = pending.pop(done)
+                result = self.ray.get(done)
+                submit()
+                yield unit, result
+        finally:
+            for ref in pending:
+                self.ray.cancel(ref, force=True)
+
+
+def _execute_on_worker(session: str, boxed_context: list, unit: Unit, device: str, threads: int) -> UnitResult:
+    """A unit on a Ray worker: the session's context is fetched and moved to the device once per process."""
+    torch.set_num_threads(threads)
+    context = _WORKER_CONTEXTS.get(session)
+    if context is None:
+        import ray
+
+        _WORKER_CONTEXTS.clear()  # one battery at a time per worker: free the previous one
+        context = _WORKER_CONTEXTS[session] = ray.get(boxed_context[0]).to(device)
+    return execute_unit(context, unit)
+
+
+def ship_code_of(obj: object) -> None:
+    """Let Ray pickle the user code behind `obj` (an nn.Module tree or an attack) by value.
+
+    A model class defined in a user's file (`file.py:factory`) or a module that only the driver
+    can import does not exist on a worker; pickled by value, it travels with the object. Installed
+    packages and the suite's own are left to be imported by name.
+    """
+    from ray import cloudpickle
+
+    objects = [obj, *vars(obj).values()] if not isinstance(obj, nn.Module) else [obj]
+    for item in objects:
+        for part in item.modules() if isinstance(item, nn.Module) else [item]:
+            module = sys.modules.get(type(part).__module__)
+            if module is not None and _is_user_module(module):
+                cloudpickle.register_pickle_by_value(module)
+
+
+def _is_user_module(module) -> bool:
+    name, path = module.__name__, getattr(module, "__file__", None)
+    if name == "__main__" or path is None or name.split(".")[0] in OWN_PACKAGES:
+        return False  # __main__ is pickled by value anyway
+    installed = {sysconfig.get_paths()[key] for key in ("purelib", "platlib", "stdlib", "platstdlib")}
+    resolved = Path(path).resolve()
+    return not any(resolved.is_relative_to(Path(root).resolve()) for root in installed)
+
+
+def make_backend(backend: str | LocalBackend | RayBackend, ray_address: str | None = None,
+                 workers: int | None = None, device: torch.device | str = "cpu"):
+    """A backend from its name ('local', 'ray') and the Ray options, or the instance passed."""
+    if isinstance(backend, LocalBackend | RayBackend):
+        return backend
+    if backend == "local":
+        if ray_address is not None or workers is not None:
+            raise ValueError("`ray_address` and `workers` apply to backend='ray' only; pass backend='ray' or drop them")
+        return LocalBackend()
+    if backend == "ray":
+        return RayBackend(ray_address, workers, device)
+    raise ValueError(f"unknown backend {backend!r}; pass one of {', '.join(BACKENDS)}")

@@ -1,0 +1,129 @@
+"""Units of work: one attack on one chunk of still-unbroken points, and how a unit is executed.
+
+A unit is what the runner commits to the store as one transaction. It is fully described by its
+data (phase, attack, chunk key, the chunk's points, the points each target verifies, a seed that
+derives from the run seed and the unit's identity), so any process holding the same `Context`
+computes the same rows: the local backend runs units in the driver, the Ray backend on workers,
+and both give the same store.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from attacks.base import Attack
+from robustness_eval.types import Threat
+from robustness_eval.verify import verify
+from robustness_eval.views import BaseModelView, ShellAwareView, ShellOracle
+from shells.base import IdentityShell
+
+VERIFY_REPEATS_RANDOMIZED = 5
+
+
+def repeats_for(shell: nn.Module) -> int:
+    """Queries per verdict: a majority of 5 for randomized shells, 1 otherwise."""
+    return VERIFY_REPEATS_RANDOMIZED if getattr(shell, "randomized", False) else 1
+
+
+@dataclass
+class Context:
+    """What every unit of one battery needs: F, the shell, the points and the threat.
+
+    It goes to each worker once; `shells` holds the two targets ('base' is F as the identity shell).
+    """
+
+    model: nn.Module
+    shell: nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
+    threat: Threat
+    shells: dict[str, nn.Module] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.shells = {"base": IdentityShell(self.model, self.threat.norm, self.threat.bounds), "shell": self.shell}
+
+    def to(self, device: torch.device | str) -> Context:
+        """This context with its modules and points on `device` (modules moved in place)."""
+        self.model.to(device)
+        self.shell.to(device)
+        self.x, self.y = self.x.to(device), self.y.to(device)
+        return self
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One attack on one chunk: `points` are attacked, `targets[t]` (a subset) are verified on target t."""
+
+    phase: str
+    attack: Attack
+    key: str
+    points: tuple[int, ...]
+    targets: dict[str, tuple[int, ...]]
+    seed: int
+
+
+@dataclass
+class UnitResult:
+    """A finished unit: its store rows, the attack's loss trace and the unit's seconds."""
+
+    records: list[tuple]
+    trace: list[float]
+    seconds: float
+
+
+def reseed_randomized(context: Context, seed: int) -> None:
+    """Restart every randomized target's generator from `seed`, so a unit's answers depend on the unit
+    alone, not on which process ran it or what it ran before."""
+    for shell in context.shells.values():
+        if getattr(shell, "randomized", False) and callable(getattr(shell, "reseed", None)):
+            shell.reseed(seed)
+
+
+def view_for(attack: Attack, context: Context, target: str, n: int):
+    """The access `attack` declares to `target`: F white-box, the shell as a counted oracle, or shell-aware."""
+    if attack.view == "base":
+        return BaseModelView(context.model, context.threat.bounds)
+    if attack.view == "oracle":
+        return ShellOracle(context.shells[target], n, attack.budget)
+    return ShellAwareView(context.model, context.shells[target], context.threat.bounds)
+
+
+def execute_unit(context: Context, unit: Unit) -> UnitResult:
+    """Run `unit`'s attack on its points and verify every candidate on each target; nothing is written."""
+    start = time.perf_counter()
+    reseed_randomized(context, unit.seed)
+    x, y, threat, attack = context.x, context.y, context.threat, unit.attack
+    part = torch.tensor(unit.points, dtype=torch.long, device=x.device)
+    if attack.view == "base":  # crafted once on F, verified by every target
+        out = attack(BaseModelView(context.model, threat.bounds), x[part], y[part], threat, seed=unit.seed)
+        crafted = {t: (out.x_adv, out.queries) for t in unit.targets}
+    else:
+        (target,) = unit.targets
+        view = view_for(attack, context, target, len(part))
+        out = attack(view, x[part], y[part], threat, seed=unit.seed)
+        # the oracle's own count is the honest one; white-box views report their own
+        queries = view.queries if isinstance(view, ShellOracle) else out.queries
+        crafted = {target: (out.x_adv, queries)}
+    records = []
+    for target, verified in unit.targets.items():
+        if not verified:
+            continue
+        x_adv, queries = crafted[target]
+        keep = set(verified)
+        mine = torch.tensor([p in keep for p in unit.points], dtype=torch.bool, device=x_adv.device)
+        points = part[mine]
+        x_adv, queries = x_adv[mine], queries[mine.to(queries.device)]
+        shell = context.shells[target]
+        verdict = verify(shell, x[points], x_adv, y[points], threat, repeats=repeats_for(shell))
+        seconds = (time.perf_counter() - start) / len(points)
+        success, in_ball, in_bounds, wrong = (verdict.success.tolist(), verdict.in_ball.tolist(),
+                                              verdict.in_bounds.tolist(), verdict.misclassified.tolist())
+        norms, counts, adversarial = verdict.norm.tolist(), queries.tolist(), x_adv.detach().cpu()
+        for j, point in enumerate(points.tolist()):
+            records.append((target, point, success[j], in_ball[j], in_bounds[j], wrong[j], norms[j], counts[j],
+                            seconds, adversarial[j] if success[j] else None))
+    return UnitResult(records, list(out.trace.get("loss", [])), time.perf_counter() - start)
