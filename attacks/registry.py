@@ -1,6 +1,7 @@
 """Attacks by name, and battery presets: ordered lists, cheapest first (AutoAttack's habit).
 
-A preset is data: a list of (attack name, budget or None for the attack's default). A package
+A preset is data: a list of (attack name, budget or None for the attack's default, options for the
+attack's constructor, e.g. {"restarts": 3}). A package
 adds attacks under the entry-point group `robustness_eval.attacks` (name = an `Attack`
 subclass); they are listed, budgeted and run like the built-in ones.
 """
@@ -20,6 +21,7 @@ from attacks.lookahead import LookAhead
 from attacks.minmax import MinMax
 from attacks.nevergrad_attack import NEVERGRAD_ATTACKS
 from attacks.noise import RandomNoise
+from attacks.path import GradientPath
 from attacks.pgd import PGD, CWMargin
 from attacks.spsa import SPSA
 from attacks.square import Square
@@ -30,7 +32,7 @@ ENTRY_POINT_GROUP = "robustness_eval.attacks"
 
 ATTACKS: dict[str, type[Attack]] = {
     cls.name: cls for cls in (
-        PGD, CWMargin, APGD, TargetedConfident, FoolboxPGD, RandomNoise, LookAhead, MinMax,
+        PGD, CWMargin, APGD, TargetedConfident, FoolboxPGD, RandomNoise, GradientPath, LookAhead, MinMax,
         BPDA, UnrolledBPDA, BPDABase, EOT, Square, SPSA, *NEVERGRAD_ATTACKS, HopSkipJump, Boundary,
     )
 }
@@ -42,10 +44,15 @@ ATTACKS: dict[str, type[Attack]] = {
 # budget, which says whether these were enough.
 FULL_BUDGETS = {"hsj": 500, "boundary": 500, **{a.name: 200 for a in NEVERGRAD_ATTACKS}}
 
-PRESETS: dict[str, list[tuple[str, int | None]]] = {
-    "fast": [("pgd", None), ("cw", None), ("noise", 20), ("lookahead", None), ("minmax", None),
-             ("bpda", 20), ("eot", 20), ("square", 100)],
-    "full": [(name, FULL_BUDGETS.get(name)) for name in ATTACKS],
+# Look-ahead restarts: on off-gradient plants (the active test's orthogonal construction) three
+# starts find more planted adversarial examples than one, for a few seconds (docs/DESIGN.md, Truth checks).
+PRESET_OPTIONS = {"lookahead": {"restarts": 3}}
+PRESETS: dict[str, list[tuple[str, int | None, dict]]] = {
+    "fast": [(name, budget, PRESET_OPTIONS.get(name, {})) for name, budget in (
+        ("pgd", None), ("cw", None), ("noise", 20), ("pgd-path", None), ("lookahead", None), ("minmax", None),
+        ("bpda", 20),
+        ("eot", 20), ("square", 100))],
+    "full": [(name, FULL_BUDGETS.get(name), PRESET_OPTIONS.get(name, {})) for name in ATTACKS],
 }
 
 
@@ -73,7 +80,7 @@ def build_battery(spec: str | list[str], budgets: dict[str, int] | None = None,
         entries = list(PRESETS[spec])
     else:
         names = [p.strip() for p in spec.split(",") if p.strip()] if isinstance(spec, str) else list(spec)
-        entries = [(name, None) for name in names]
+        entries = [(name, None, {}) for name in names]
     budgets = dict(budgets or {})
     for name, value in budgets.items():
         check_positive_int(value, f"budget for {name}")
@@ -82,12 +89,12 @@ def build_battery(spec: str | list[str], budgets: dict[str, int] | None = None,
         valid = ", ".join([*PRESETS, *known])
         raise ValueError(f"unknown attack {', '.join(map(repr, unknown)) or repr(spec)}; "
                          f"choose presets or names from: {valid}")
-    repeated = sorted({name for name, _ in entries if [e[0] for e in entries].count(name) > 1})
+    repeated = sorted({name for name, _, _ in entries if [e[0] for e in entries].count(name) > 1})
     if repeated:
         raise ValueError(f"attack {', '.join(map(repr, repeated))} is listed more than once; name each attack once")
     battery = []
-    for name, preset_budget in entries:
+    for name, preset_budget, options in entries:
         cls = known[name]
         budget = budgets.get(name, preset_budget or cls().budget)
-        battery.append(cls(budget=max(1, round(budget * budget_scale))))
+        battery.append(cls(budget=max(1, round(budget * budget_scale)), **options))
     return battery

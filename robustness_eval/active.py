@@ -1,15 +1,23 @@
 """The active test (after Zimmermann et al. 2022): plant adversarial examples, then see if the battery finds them.
 
-For each evaluation point x with label y, a modified base model F' adds β to the logit of a wrong
-class w (and subtracts it from y) in a slab beyond the ε-ball, along u = sign ∇_x(l_w − l_y)(x)
-(coordinates the gradient would push out of the bounds set to 0, so the plant lies where an
-attack that follows the shell's structure and F's gradient can reach it):
-with s(z) = ⟨z − x, u⟩ / (‖u‖₁·ε), the boost is β·clamp((s − 1.2)/0.3, 0, 1) inside the L∞ ball of
-radius ε + δ around x. The shell's search from x (radius δ ≤ ε) never reaches s > 1, so G'(x) =
-G(x); from x' = x + ε·u it reaches s = 1 + δ/ε ≥ 1.5, where F' is confidently wrong, so G'(x') is
-wrong: an adversarial example inside the ε-ball exists by construction. Each plant is verified
-(G'(x) right, G'(x') wrong) before it counts. A battery that misses verified plants has failed.
-L∞ threats only.
+For each evaluation point x with label y, a modified base model F' adds a boost to the logit of a
+wrong class w (and subtracts it from y) in a slab beyond the ε-ball along a direction u, with
+s(z) = ⟨z − x, u⟩ / (‖u‖₁·ε), inside the L∞ ball of radius ε + δ around x. Coordinates u would
+push out of the bounds are 0. Three constructions:
+
+- on-gradient: u = sign ∇_x(l_w − l_y)(x), w = F's runner-up; the boost ramps over s ∈ [1.2, 1.5].
+  The shell's search from x (radius δ ≤ ε) never reaches s > 1, so G'(x) = G(x); from x' = x + ε·u
+  it reaches s = 1 + δ/ε ≥ 1.5. This shows the battery is not broken (the pass bar: ≥ 95 % found).
+- orthogonal: u = sign of a seeded Gaussian with its component along that gradient removed; the
+  boost ramps over s ∈ [1.0, 1.5], and a weak slope (per coordinate, 10 % of F's mean |∂margin/∂x|)
+  leads toward it, so F's own gradient swamps the signal inside the ε-ball: the shell's
+  δ-search from near x + ε·u finds the plant, an attack that follows F's gradient mostly does not.
+- other-class: on F's gradient path, but toward a wrong class drawn at random other than the
+  runner-up, where untargeted attacks do not aim.
+
+Each plant is verified (G'(x) right, G'(x') wrong) before it counts. The found shares are reported
+per construction; a battery that misses on-gradient plants has failed, and the share of
+off-gradient plants it misses bounds how far its robust accuracy may be overstated. L∞ threats only.
 """
 
 from __future__ import annotations
@@ -23,56 +31,118 @@ from robustness_eval.types import Norm, Threat
 from robustness_eval.verify import verify
 from shells.base import Shell
 
+CONSTRUCTIONS = ("on-gradient", "orthogonal", "other-class")
+PLANTS = {"on-gradient": 120, "orthogonal": 60, "other-class": 60}  # points planted per construction (at most)
+OFF_GRADIENT = CONSTRUCTIONS[1:]
+PASS_SHARE = 0.95
+SLOPE_SHARE = 0.1  # the off-gradient slope's per-coordinate size, as a share of F's mean |∂margin/∂x|
+
 
 class PlantedModel(nn.Module):
-    """F plus one planted confident wrong region per anchor point (see module docstring)."""
+    """F plus one planted confident wrong region per anchor point (see module docstring).
+
+    Per anchor: the boost ramps from 0 at s = `onset` to `boost` at s = onset + `width`, and an
+    optional weak slope adds `slope`·max(s, 0) to the wrong logit (and takes it from the right one).
+    """
 
     def __init__(self, model: nn.Module, anchors: torch.Tensor, directions: torch.Tensor,
-                 labels: torch.Tensor, wrong: torch.Tensor, eps: float, reach: float, boost: float = 40.0) -> None:
+                 labels: torch.Tensor, wrong: torch.Tensor, eps: float, reach: float, boost: float = 40.0,
+                 onset: float = 1.2, width: float = 0.3, slope: torch.Tensor | None = None) -> None:
         super().__init__()
         self.model, self.eps, self.reach, self.boost = model, eps, reach, boost
+        self.onset, self.width = onset, width
         self.register_buffer("anchors", anchors.flatten(1))
         self.register_buffer("directions", directions.flatten(1))
         self.register_buffer("labels", labels)
         self.register_buffer("wrong", wrong)
+        self.register_buffer("slope", torch.zeros(len(labels), device=anchors.device) if slope is None else slope)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         logits = self.model(z)
         flat = z.flatten(1)
-        offset = flat[:, None, :] - self.anchors[None]  # rows × anchors × d
         active = self.directions.abs().sum(1).clamp_min(1.0)  # coordinates along u
-        s = (offset * self.directions[None]).sum(2) / (active[None] * self.eps)
-        near = offset.abs().amax(2) <= self.reach + 1e-6
-        bump = ((s - 1.2) / 0.3).clamp(0, 1) * near
-        strength, which = bump.max(dim=1)
+        along = flat @ self.directions.T - (self.anchors * self.directions).sum(1)[None]  # ⟨z − anchor, u⟩
+        s = along / (active[None] * self.eps)
+        with torch.no_grad():  # L∞ distance to every anchor without a rows × anchors × d tensor
+            near = torch.cdist(flat.detach(), self.anchors, p=float("inf")) <= self.reach + 1e-6
+        lift = (self.boost * ((s - self.onset) / self.width).clamp(0, 1) + self.slope[None] * s.clamp_min(0)) * near
+        strength, which = lift.max(dim=1)
         shift = torch.zeros_like(logits)
         rows = torch.arange(len(z), device=z.device)
-        shift[rows, self.wrong[which]] += self.boost * strength
-        shift[rows, self.labels[which]] -= self.boost * strength
+        shift[rows, self.wrong[which]] += strength
+        shift[rows, self.labels[which]] -= strength
         return logits + shift
 
 
-def plant(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Threat, delta: float) -> PlantedModel:
-    """F' with a plant for every point, aimed along the base model's own gradient toward its runner-up."""
+def _margin_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, wrong: torch.Tensor) -> torch.Tensor:
     x = x.detach().requires_grad_(True)
     logits = model(x)
-    wrong = logits.detach().scatter(1, y[:, None], float("-inf")).argmax(1)
-    margin = logits.gather(1, wrong[:, None]) - logits.gather(1, y[:, None])
-    grad = input_gradient(margin, x)
-    direction = grad.sign()
-    # coordinates the gradient would push out of the bounds take no part in the plant
+    return input_gradient(logits.gather(1, wrong[:, None]) - logits.gather(1, y[:, None]), x)
+
+
+def plant(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Threat, delta: float,
+          construction: str = "on-gradient", seed: int = 0) -> PlantedModel:
+    """F' with a plant for every point, of one construction (see the module docstring)."""
+    if construction not in CONSTRUCTIONS:
+        raise ValueError(f"unknown plant construction {construction!r}; pass one of {', '.join(CONSTRUCTIONS)}")
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    with torch.no_grad():
+        logits = model(x)
+    wrong = logits.scatter(1, y[:, None], float("-inf")).argmax(1)
+    if construction == "other-class":  # a wrong class other than the runner-up, drawn per point
+        draw = torch.rand(logits.shape, generator=generator, device="cpu").to(logits.device)
+        draw.scatter_(1, y[:, None], -1.0).scatter_(1, wrong[:, None], -1.0)
+        wrong = draw.argmax(1)
+    grad = _margin_gradient(model, x, y, wrong)
+    slope = None
+    if construction == "orthogonal":  # a seeded Gaussian with its component along the gradient removed
+        g = grad.flatten(1)
+        r = torch.randn(g.shape, generator=generator, device="cpu").to(g)
+        r = r - (r * g).sum(1, keepdim=True) / (g * g).sum(1, keepdim=True).clamp_min(1e-30) * g
+        direction = r.sign().view_as(x)
+    else:
+        direction = grad.sign()
+    # coordinates the direction would push out of the bounds take no part in the plant
     room = threat.eps + delta
     moved = x.detach() + room * direction
     direction[(moved > threat.bounds.upper) | (moved < threat.bounds.lower)] = 0.0
-    return PlantedModel(model, x.detach(), direction, y, wrong, threat.eps, threat.eps + delta).eval()
+    if construction == "orthogonal":
+        used = direction.flatten(1).abs().sum(1).clamp_min(1.0)
+        slope = SLOPE_SHARE * grad.flatten(1).abs().mean(1) * used * threat.eps
+    onset = 1.0 if construction == "orthogonal" else 1.2
+    width = 0.5 if construction == "orthogonal" else 0.3
+    return PlantedModel(model, x.detach(), direction, y, wrong, threat.eps, threat.eps + delta, onset=onset,
+                        width=width, slope=slope).eval()
 
 
 def active_test(model: nn.Module, make_shell, x: torch.Tensor, y: torch.Tensor, threat: Threat,
-                delta: float, attacks="fast", seed: int = 0, backend=None) -> dict:
-    """Plant, verify the plants, run the battery on the planted target; report the share found."""
+                delta: float, attacks="fast", seed: int = 0, backend=None,
+                plants: dict[str, int] | None = None) -> dict:
+    """Plant (one run per construction, on the first `plants[construction]` points), verify the plants, run
+    the battery on each planted target; report the share found per construction. Passes when the
+    on-gradient plants are found ≥ 95 %; the off-gradient share says how much the battery can miss."""
     if threat.norm is not Norm.LINF:
         return {"status": "not run", "reason": "the active test plants L∞ regions only"}
-    planted = plant(model, x, y, threat, delta)
+    plants = PLANTS if plants is None else plants
+    unknown = sorted(set(plants) - set(CONSTRUCTIONS))
+    if unknown:
+        raise ValueError(f"unknown plant construction(s) {unknown}; pass some of {', '.join(CONSTRUCTIONS)}")
+    by_construction = {name: _one_construction(model, make_shell, x[:count], y[:count], threat, delta, attacks, seed,
+                                               backend, name) for name, count in plants.items()}
+    on_gradient = by_construction.get("on-gradient", {})
+    result = {**on_gradient, "constructions": by_construction}
+    if "share_found" in on_gradient:
+        result["status"] = "pass" if on_gradient["share_found"] >= PASS_SHARE else "fail"
+    off = [c for name, c in by_construction.items() if name in OFF_GRADIENT and "share_found" in c]
+    if off:
+        found, evaluated = sum(c["found"] for c in off), sum(c["evaluated"] for c in off)
+        result["off_gradient_share_found"] = found / evaluated if evaluated else 0.0
+    return result
+
+
+def _one_construction(model: nn.Module, make_shell, x: torch.Tensor, y: torch.Tensor, threat: Threat,
+                      delta: float, attacks, seed: int, backend, construction: str) -> dict:
+    planted = plant(model, x, y, threat, delta, construction, seed)
     shell: Shell = make_shell(planted)
     x_planted = (x + threat.eps * planted.directions.view_as(x)).clamp(threat.bounds.lower, threat.bounds.upper)
     clean_ok = verify(shell, x, x, y, threat).misclassified.logical_not()
@@ -85,6 +155,6 @@ def active_test(model: nn.Module, make_shell, x: torch.Tensor, y: torch.Tensor, 
     found = sum(1 for p in result.points if p["shell_correct"] and p["broken_by"]["shell"] is not None)
     evaluated = sum(1 for p in result.points if p["shell_correct"])
     share = found / evaluated if evaluated else 0.0
-    return {"status": "pass" if share >= 0.95 else "fail", "planted": len(y), "valid": int(valid.sum()),
+    return {"status": "pass" if share >= PASS_SHARE else "fail", "planted": len(y), "valid": int(valid.sum()),
             "evaluated": evaluated, "found": found, "share_found": share,
             "found_by": {a["name"]: a["new_breaks"] for a in result.ladder("shell")}}

@@ -23,7 +23,7 @@ from torch import nn
 
 from attacks.base import Attack
 from robustness_eval import sanity
-from robustness_eval.active import active_test
+from robustness_eval.active import PLANTS, active_test
 from robustness_eval.backends import LocalBackend, RayBackend, make_backend
 from robustness_eval.crosscheck import pgd_crosscheck
 from robustness_eval.data import Dataset
@@ -127,7 +127,10 @@ def _points(data, n_points: int | None) -> tuple[torch.Tensor, torch.Tensor, str
 
 
 def _battery_record(battery: list[Attack]) -> list[list]:
-    return [[attack.name, attack.budget] for attack in battery]
+    """Each attack's name, budget and scalar settings (restarts, step sizes): a resume must match them."""
+    return [[attack.name, attack.budget, {k: v for k, v in sorted(vars(attack).items())
+                                          if k not in ("budget", "only_target") and isinstance(v, int | float | str)}]
+            for attack in battery]
 
 
 def evaluate(model: nn.Module, shell, data: Dataset | tuple, threat: Threat, **options) -> EvaluationResult:
@@ -442,7 +445,7 @@ def _truth_checks(result: EvaluationResult, model, shell, source: ShellSource, x
     at_zero = source.rebuild(model, delta=0.0) if source.takes("delta") else None
     verdicts = sanity.run_all(result.to_json(), model, shell, at_zero, x, y, threat, seed=seed,
                               subset=SANITY_SUBSET, unbounded=unbounded)
-    subset = min(len(y), 60)
+    subset = min(len(y), max(PLANTS.values()))
     radius = float(getattr(shell, "radius", 0.0) or 0.0)
     if source.factory is None and not can_rebuild(shell):
         active = {"status": "not run", "reason": "the shell cannot be rebuilt around the planted model: "

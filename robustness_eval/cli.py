@@ -248,7 +248,10 @@ def cmd_attacks(_: argparse.Namespace, __: list[str]) -> int:
         needs = ",".join(sorted(cls.requires)) or ("search|sampling" if name == "eot" else "-")
         print(f"{name:15s} {cls.kind.value:15s} {cls.view:12s} {cls().budget:7d}  {needs:28s} {cls.description}")
     for preset, entries in PRESETS.items():
-        listed = [name if budget is None else f"{name}({budget})" for name, budget in entries]
+        listed = []
+        for name, budget, options in entries:
+            settings = [*([str(budget)] if budget else []), *(f"{k}={v}" for k, v in options.items())]
+            listed.append(f"{name}({', '.join(settings)})" if settings else name)
         print(f"preset {preset}: {', '.join(listed)}")
     return 0
 

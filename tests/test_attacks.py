@@ -6,7 +6,9 @@ import pytest
 import torch
 from torch import nn
 
+from attacks.losses import margin
 from attacks.registry import ATTACKS, build_battery
+from robustness_eval.ascent import ascent_step
 from robustness_eval.types import Threat
 from robustness_eval.verify import verify
 from robustness_eval.views import BaseModelView, ShellAwareView
@@ -23,7 +25,7 @@ def _clean_correct(digits, model, n=60):
     return x[keep], y[keep]
 
 
-@pytest.mark.parametrize("name", ["pgd", "cw", "fb-pgd", "lookahead", "minmax"])
+@pytest.mark.parametrize("name", ["pgd", "cw", "fb-pgd", "pgd-path", "lookahead", "minmax"])
 @pytest.mark.parametrize("norm, eps", [("linf", 0.4), ("l2", 4.0)])
 def test_attack_breaks_undefended_model_at_large_eps(digits, digits_standard, name, norm, eps):
     x, y = _clean_correct(digits, digits_standard)
@@ -36,7 +38,7 @@ def test_attack_breaks_undefended_model_at_large_eps(digits, digits_standard, na
     assert rate >= 0.95, f"{name} broke only {rate:.0%} at {norm} ε={eps}"
 
 
-@pytest.mark.parametrize("name", ["pgd", "cw", "fb-pgd", "lookahead", "minmax"])
+@pytest.mark.parametrize("name", ["pgd", "cw", "fb-pgd", "pgd-path", "lookahead", "minmax"])
 def test_attack_breaks_nothing_at_zero_eps(digits, digits_standard, name):
     x, y = _clean_correct(digits, digits_standard, 30)
     threat = Threat("linf", 0.0)
@@ -53,6 +55,25 @@ def test_lookahead_reaches_ncn_threshold(digits, digits_standard):
     threat = Threat("linf", 0.3)
     out = ATTACKS["lookahead"](budget=30)(ShellAwareView(digits_standard, shell, digits.bounds), x, y, threat)
     assert verify(shell, x, out.x_adv, y, threat).success.float().mean() >= 0.95
+
+
+def test_gradient_path_keeps_the_first_checkpoint_the_shell_gets_wrong(digits, digits_adversarial):
+    """On-gradient plants: the shell errs from the opening full-radius step, not from where F's loss peaks."""
+    from robustness_eval.active import plant
+
+    x, y = _clean_correct(digits, digits_adversarial, 40)
+    threat = Threat("linf", 0.1)
+    planted = plant(digits_adversarial, x, y, threat, 0.1)
+    shell = MCNShell(planted, 0.1, "linf", digits.bounds)
+    view = ShellAwareView(planted, shell, digits.bounds)
+    out = ATTACKS["pgd-path"](budget=10)(view, x, y, threat)
+    assert verify(shell, x, out.x_adv, y, threat).success.float().mean() >= 0.9
+    # where the opening step (x + ε·sign ∇margin) already fools the shell, that very point is returned
+    z = x.clone().requires_grad_(True)
+    opening = ascent_step(z, margin(planted(z), y), x, 0.1, threat.norm, threat.bounds, 0.1)
+    first = shell(opening).argmax(1) != y
+    assert first.float().mean() >= 0.5
+    assert torch.equal(out.x_adv[first], opening[first])
 
 
 def test_candidates_are_projected_into_ball_and_bounds(digits, digits_standard):

@@ -7,7 +7,7 @@ import torch
 
 from attacks.pgd import PGD
 from robustness_eval import sanity
-from robustness_eval.active import active_test, plant
+from robustness_eval.active import CONSTRUCTIONS, active_test, plant
 from robustness_eval.api import ground_truth
 from robustness_eval.data import make_synthetic
 from robustness_eval.types import Threat
@@ -49,6 +49,20 @@ def test_active_test_fails_a_weakened_battery_and_passes_the_default(setting):
     assert weak["valid"] >= 20
     assert weak["status"] == "fail" and weak["share_found"] < 0.95
     assert strong["status"] == "pass" and strong["share_found"] >= 0.95
+    # every construction is reported on its own, and the off-gradient plants are harder to find
+    for result in (weak, strong):
+        assert set(result["constructions"]) == set(CONSTRUCTIONS)
+        assert result["share_found"] == result["constructions"]["on-gradient"]["share_found"]
+    assert weak["off_gradient_share_found"] <= strong["off_gradient_share_found"]
+
+
+def test_orthogonal_plants_are_off_the_path_transfer_pgd_follows(setting):
+    """PGD on F' finds (nearly) every on-gradient plant and clearly fewer orthogonal ones."""
+    model, _, x, y, threat = setting
+    result = active_test(model, lambda planted: MCNShell(planted, 0.1, "linf", threat.bounds), x, y, threat, 0.1,
+                         attacks="pgd", plants={"on-gradient": 30, "orthogonal": 30})["constructions"]
+    assert result["on-gradient"]["share_found"] >= 0.9
+    assert result["orthogonal"]["share_found"] <= result["on-gradient"]["share_found"] - 0.2
 
 
 def test_plants_are_real_adversarial_examples_inside_the_ball(setting):
@@ -61,6 +75,38 @@ def test_plants_are_real_adversarial_examples_inside_the_ball(setting):
     assert check.success.float().mean() >= 0.8
     # the plant is invisible from x itself: the planted model agrees with F on the clean points' shell
     assert torch.equal(shell(x).argmax(1), MCNShell(model, 0.1, "linf", threat.bounds)(x).argmax(1))
+
+
+@pytest.mark.parametrize("construction", ["orthogonal", "other-class"])
+def test_off_gradient_plants_are_real_adversarial_examples_off_fs_gradient_path(setting, construction):
+    model, _, x, y, threat = setting
+    on_path = plant(model, x, y, threat, 0.1)
+    planted = plant(model, x, y, threat, 0.1, construction, seed=1)
+    shell = MCNShell(planted, 0.1, "linf", threat.bounds)
+    x_adv = (x + threat.eps * planted.directions.view_as(x)).clamp(0, 1)
+    check = verify(shell, x, x_adv, y, threat)
+    assert check.in_ball.all() and check.in_bounds.all() and check.success.float().mean() >= 0.8
+    assert torch.equal(shell(x).argmax(1), MCNShell(model, 0.1, "linf", threat.bounds)(x).argmax(1))
+    # the planted direction leaves F's gradient path: far from the on-gradient sign pattern, or another class
+    agreement = (planted.directions * on_path.directions).sum(1) / on_path.directions.abs().sum(1)
+    if construction == "orthogonal":
+        assert agreement.abs().max() < 0.5 and torch.equal(planted.wrong, on_path.wrong)
+    else:
+        assert (planted.wrong != on_path.wrong).all() and (planted.wrong != y).all()
+
+
+def test_the_headline_says_how_much_missed_plants_can_overstate_robust_accuracy():
+    from robustness_eval.report import overstatement
+
+    def active(**shares):
+        return {"share_found": shares["on-gradient"],
+                "constructions": {name: {"share_found": share} for name, share in shares.items()}}
+
+    assert overstatement(active(**{"on-gradient": 1.0, "orthogonal": 0.96, "other-class": 0.99})) == ""
+    sentence = overstatement(active(**{"on-gradient": 1.0, "orthogonal": 0.875, "other-class": 0.9}))
+    assert "missed 12.5 % of the active test's orthogonal" in sentence and "overstated by up to 12.5 pp" in sentence
+    assert "up to 8.0 pp" in overstatement({"share_found": 0.92})  # a result from before the constructions
+    assert overstatement({}) == ""
 
 
 def test_flat_or_falling_loss_traces_are_flagged():
