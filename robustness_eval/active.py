@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from robustness_eval.ascent import input_gradient
+from robustness_eval.backends import LocalBackend, RayBackend
 from robustness_eval.runner import run_battery
 from robustness_eval.types import Norm, Threat
 from robustness_eval.verify import verify
@@ -116,7 +117,7 @@ def plant(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Threat, de
 
 
 def active_test(model: nn.Module, make_shell, x: torch.Tensor, y: torch.Tensor, threat: Threat,
-                delta: float, attacks="fast", seed: int = 0, backend=None,
+                delta: float, attacks="fast", seed: int = 0, backend: LocalBackend | RayBackend | None = None,
                 plants: dict[str, int] | None = None) -> dict:
     """Plant (one run per construction, on the first `plants[construction]` points), verify the plants, run
     the battery on each planted target; report the share found per construction. Passes when the

@@ -42,9 +42,6 @@ class LocalBackend:
     def session(self, context: Context) -> Iterator[LocalSession]:
         yield LocalSession(context)
 
-    def describe(self) -> dict:
-        return {"backend": self.name}
-
 
 class LocalSession:
     """Units of one battery, run one after another in the driver."""
@@ -83,9 +80,6 @@ class RayBackend:
             raise ImportError("backend='ray' needs Ray: pip install -e \".[ray]\" (or use backend='local')")
         self.address, self.workers, self.threads, self.max_retries = address, workers, threads, max_retries
         self.device = torch.device(device)
-
-    def describe(self) -> dict:
-        return {"backend": self.name, "ray_address": self.address or "local", "workers": self.in_flight()}
 
     def connect(self):
         """Start or join the Ray runtime (once per process) and return the `ray` module."""

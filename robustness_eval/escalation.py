@@ -16,7 +16,10 @@ Indicators (per target, Pintor et al. 2022 and Carlini et al. 2019):
 - black-box or noise attacks breaking points the white-box attacks left (score- and
   decision-based on either target; noise on F, where it runs after the gradient attacks),
 - an unbounded attack (ε = the whole input range) below 100 %,
-- doubling every budget moving robust accuracy by ≥ 0.5 pp.
+- doubling every budget moving robust accuracy by ≥ 0.5 pp,
+- a ladder still falling steeply at its end: the last adaptive attack (shell-aware, BPDA, EOT)
+  that broke anything broke ≥ 5 % of the points it attacked, so more of the same would likely
+  break more (the convergence rerun's question, asked of runs without one).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from attacks.minmax import MinMax
 from attacks.pgd import PGD
 from attacks.square import Square
 from robustness_eval.ascent import input_gradient
+from robustness_eval.backends import LocalBackend, RayBackend
 from robustness_eval.runner import run_on_target, summarise
 from robustness_eval.sanity import trace_shape
 from robustness_eval.store import ResultStore
@@ -44,6 +48,8 @@ from shells.base import capabilities
 GRADIENT_KINDS = ("transfer", "shell-aware", "bpda", "eot")
 ZERO_GRADIENT_SHARE = 0.05
 STOP_PP = 0.5
+ADAPTIVE_KINDS = ("shell-aware", "bpda", "eot")
+STEEP_SHARE = 0.05  # the last adaptive attack with breaks broke at least this share of what it attacked
 TIME_CAP_SECONDS = 600.0
 
 
@@ -106,6 +112,11 @@ def indicators(results: dict, diagnostics: dict, unbounded: dict | None, target:
         fired.append(f"black-box or noise attacks broke {extra} point(s) the white-box attacks left")
     if unbounded and unbounded.get(target, 1.0) < 1.0:
         fired.append(f"the unbounded attack succeeds on only {unbounded[target]:.0%} of the points")
+    breaking = [a for a in ladder if a["kind"] in ADAPTIVE_KINDS and a["new_breaks"]]
+    if breaking and breaking[-1]["new_breaks"] >= STEEP_SHARE * breaking[-1]["attacked"]:
+        last = breaking[-1]
+        fired.append(f"the ladder is still falling steeply: {last['name']}, the last adaptive attack with breaks, "
+                     f"broke {last['new_breaks']} of the {last['attacked']} points it attacked")
     change = results.get("extras", {}).get("convergence", {}).get("change_pp", {}).get(target)
     if change is not None and abs(change) >= STOP_PP:
         fired.append(f"doubling every budget moved robust accuracy by {change:+.1f} pp")
@@ -131,7 +142,7 @@ def round_attacks(target: str, shell: nn.Module, number: int, surrogate: nn.Modu
 def escalate(result, model: nn.Module, shell: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Threat,
              battery: list[Attack], battery_x2: list[Attack] | None, store: ResultStore, seed: int, chunk: int,
              unbounded: dict | None, surrogate: nn.Module | None = None, time_cap: float = TIME_CAP_SECONDS,
-             quiet: bool = True, backend=None):
+             quiet: bool = True, backend: LocalBackend | RayBackend | None = None):
     """Escalation rounds for every target an indicator fires on; the final result, with `escalation` rounds."""
     start = time.perf_counter()
     diagnostics = gradient_diagnostics(model, shell, x, y)

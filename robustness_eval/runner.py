@@ -9,7 +9,9 @@ through the view it declares. Nothing counts until `verify` accepts it on the ta
 Work is cut into chunks of fixed composition (the still-unbroken points in index order, `chunk`
 at a time), each seeded from the run seed, the attack and the chunk's position, and committed to
 the `ResultStore` as it finishes. A resumed run rebuilds the same chunks, skips the finished
-ones and so reproduces an uninterrupted run exactly.
+ones and so reproduces an uninterrupted run exactly. A chunk of one attack is a unit of work
+(`robustness_eval.units`); a backend (`robustness_eval.backends`: local, or Ray workers) runs the
+units of one attack, and this driver commits each as it comes back.
 """
 
 from __future__ import annotations

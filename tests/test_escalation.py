@@ -142,3 +142,21 @@ def test_nothing_escalates_when_no_indicator_fires():
     results["attacks"][1]["new_breaks"] = 1
     assert indicators(results, clean, {"base": 1.0}, "base") == [
         "black-box or noise attacks broke 1 point(s) the white-box attacks left"]
+
+
+def test_a_ladder_still_falling_steeply_at_its_end_escalates():
+    """MNIST at the paper's scale: min-max, the last adaptive attack with breaks, broke 32 of 50."""
+    def ladder(last_breaks: int) -> dict:
+        return {"attacks": [
+            {"target": "shell", "name": "pgd", "kind": "transfer", "attacked": 100, "new_breaks": 40,
+             "loss_trace": [0.1, 0.5, 0.6, 0.6]},
+            {"target": "shell", "name": "minmax", "kind": "shell-aware", "attacked": 50, "new_breaks": last_breaks,
+             "loss_trace": [0.1, 0.5, 0.6, 0.6]},
+            {"target": "shell", "name": "eot", "kind": "eot", "attacked": 50 - last_breaks, "new_breaks": 0,
+             "loss_trace": [0.1, 0.5, 0.6, 0.6]}]}
+
+    clean = {"shell": {"zero_gradient_share": 0.0, "nonfinite_gradient_share": 0.0}}
+    assert indicators(ladder(32), clean, None, "shell") == [
+        "the ladder is still falling steeply: minmax, the last adaptive attack with breaks, broke 32 of the 50 "
+        "points it attacked"]
+    assert indicators(ladder(2), clean, None, "shell") == []  # 4 %: flattening out
