@@ -314,7 +314,8 @@ def prepare_evaluation(model: nn.Module, shell, data: Dataset | tuple, threat: T
             the inputs' device, and random draws come from seeded CPU generators, so the streams
             are the same on every device.
         escalation: when an indicator fires on a target (masked gradients, flat traces, black-box
-            beating white-box, an unbounded attack below 100 %, doubled budgets moving the verdict),
+            beating white-box, an unbounded attack below 100 %, doubled budgets moving the verdict, a
+            ladder still falling steeply at its end),
             run escalation rounds on its unbroken points until the verdict stops moving (see
             `robustness_eval.escalation`).
         escalation_cap: seconds after which no further escalation round starts (default 600).

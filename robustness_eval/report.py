@@ -178,7 +178,8 @@ def sections(results: dict, plots: dict[str, Path]) -> list[Section]:
         esc = Section("Escalation", ["An indicator that the attacks failed for the wrong reason (masked or "
                                      "non-finite gradients, flat or still-rising loss traces, black-box attacks "
                                      "beating white-box ones, an unbounded attack below 100 %, doubled budgets "
-                                     "moving the verdict) starts rounds of stronger attacks on that target's "
+                                     "moving the verdict, a ladder still falling steeply at its last adaptive "
+                                     "attack) starts rounds of stronger attacks on that target's "
                                      "unbroken points, doubling until a round moves robust accuracy by less than "
                                      "0.5 pp. " + ("No indicator fired: nothing escalated." if not rounds else "")],
                       ["target", "round", "indicators", "attacks", "new breaks", "robust accuracy", "seconds"]
