@@ -113,8 +113,7 @@ def execute_unit(context: Context, unit: Unit) -> UnitResult:
         if not verified:
             continue
         x_adv, queries = crafted[target]
-        keep = set(verified)
-        mine = torch.tensor([p in keep for p in unit.points], dtype=torch.bool, device=x_adv.device)
+        mine = torch.isin(part, torch.tensor(verified, dtype=torch.long, device=part.device)).to(x_adv.device)
         points = part[mine]
         x_adv, queries = x_adv[mine], queries[mine.to(queries.device)]
         shell = context.shells[target]
