@@ -9,6 +9,7 @@ and the bounds, and returns an `AttackOutput`. Whether a candidate counts is dec
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -72,6 +73,20 @@ class Attack:
         """This attack under another name (its rows, seeds and rung are its own), optionally for one target."""
         self.name, self.only_target = name, only_target
         return self
+
+    def rebuilt(self, **changes) -> Attack:
+        """A new instance of this attack with the same constructor arguments, `changes` applied (its name
+        and target restriction carried over): presets and checks build instances, never mutate them."""
+        parameters = inspect.signature(type(self).__init__).parameters
+        settings = {name: value for name, value in vars(self).items() if name in parameters}
+        unknown = sorted(set(changes) - set(parameters))
+        if unknown:
+            raise TypeError(f"{type(self).__name__} takes no argument {', '.join(unknown)}")
+        attack = type(self)(**{**settings, **changes})
+        if "name" in vars(self):
+            attack.name = self.name
+        attack.only_target = self.only_target
+        return attack
 
     def skip_reason(self, offered: frozenset[str]) -> str | None:
         """None if the attack applies to a target offering `offered`; otherwise why it is skipped."""

@@ -37,13 +37,16 @@ def ascent_step(z: torch.Tensor, value: torch.Tensor, center: torch.Tensor, radi
 def projected_ascent(
     loss_fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
     center: torch.Tensor, radius: float | torch.Tensor, norm: Norm, bounds: Bounds,
-    steps: int, step_size: float | torch.Tensor, start: torch.Tensor,
+    steps: int, step_size: float | torch.Tensor, start: torch.Tensor, stop_at_success: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[float]]:
     """Ascend `loss_fn` from `start` inside ball(center, radius) ∩ bounds.
 
-    `loss_fn(z)` returns (per-row loss, per-row success flag). Returns the first successful
-    iterate of each row (else the highest-loss one), its success flag, its loss, and the mean
-    loss per step (the trace sanity checks read).
+    `loss_fn(z)` returns (per-row loss, per-row success flag). Returns per row the first successful
+    iterate (with `stop_at_success`, the attacks' default) or, without it, the highest-loss successful
+    iterate of the whole budget (a transfer attack climbs on past F's first error, since a barely
+    misclassified point is what a search shell reverts); a row that never succeeds returns its
+    highest-loss iterate. Also returns the success flag, that iterate's loss, and the mean loss
+    per step (the trace sanity checks read).
     """
     z = project(start, center, radius, norm, bounds)
     shape = (-1, *([1] * (z.dim() - 1)))
@@ -58,11 +61,15 @@ def projected_ascent(
             z.requires_grad_(True)
             loss, success = loss_fn(z)
             trace.append(float(loss.detach().mean()))
-            improve = ~done & (success | (loss.detach() > best_loss))
+            higher = loss.detach() > best_loss
+            if stop_at_success:
+                improve = ~done & (success | higher)
+            else:  # lexicographic: a success beats any failure, then the higher loss wins
+                improve = (success & ~done) | ((success == done) & higher)
             best = torch.where(improve.view(shape), z.detach(), best)
             best_loss = torch.where(improve, loss.detach(), best_loss)
             done = done | success
-            if k == steps or bool(done.all()):
+            if k == steps or (stop_at_success and bool(done.all())):
                 break
             z = ascent_step(z, loss, center, radius, norm, bounds, step)
     return best, done, best_loss, trace

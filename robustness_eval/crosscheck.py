@@ -19,7 +19,8 @@ def pgd_crosscheck(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: T
     with torch.no_grad():
         correct = model(x).argmax(1) == y
     shares = {}
-    for key, attack in (("ours", PGD(steps, restarts)), ("foolbox", FoolboxPGD(steps, restarts))):
+    ours = PGD(steps, restarts, mixed=False, deep=False)  # Madry's uniform starts and first success, as Foolbox
+    for key, attack in (("ours", ours), ("foolbox", FoolboxPGD(steps, restarts))):
         out = attack(view, x, y, threat, seed=seed)
         broken = verify(model, x, out.x_adv, y, threat).success
         shares[key] = float((correct & ~broken).sum()) / len(y)
