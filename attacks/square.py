@@ -8,6 +8,10 @@ starting at p = 0.05 and halved on the paper's schedule (rescaled to the budget)
 start on the ε-sphere and square-window Gaussian updates renormalised onto the sphere (a
 simplification of the paper's mass-moving update, same random-search acceptance rule).
 Margin loss on log-probabilities; an update is kept only if it raises the margin.
+`targets` = k > 0 (``square-t``, default 3): k rows per point, each ascending the targeted margin
+log G_t − max_{j≠t} log G_j toward one of the k wrong classes the shell rates likeliest at the
+start, the point's budget shared by its rows (each row's query is charged to its point); any row
+the shell misclassifies breaks its point.
 Inputs that are not images are viewed as squares (digits: 8×8) or as one row.
 """
 
@@ -16,7 +20,8 @@ from __future__ import annotations
 import torch
 
 from attacks.base import Attack, AttackOutput
-from attacks.blackbox import oracle_margin, spatial_shape
+from attacks.blackbox import spatial_shape
+from attacks.losses import margin, targeted_margin
 from robustness_eval.norms import project
 from robustness_eval.types import AttackKind, Norm, Threat
 
@@ -37,37 +42,62 @@ class Square(Attack):
     view = "oracle"
     description = "Square attack, random search with square updates (black box)"
 
-    def __init__(self, budget: int = 1000, p_init: float = 0.05) -> None:
+    def __init__(self, budget: int = 1000, p_init: float = 0.05, targets: int = 0) -> None:
         super().__init__(budget)
         self.p_init = p_init
+        if isinstance(targets, bool) or not isinstance(targets, int) or targets < 0:
+            raise ValueError(f"`targets` must be an integer ≥ 0 (got {targets!r})")
+        self.targets = targets
 
     def _run(self, oracle, x, y, threat: Threat, budget: int, generator) -> AttackOutput:
         n, shape = x.shape[0], tuple(x.shape[1:])
         c, h, w = spatial_shape(shape)
-        img = x.reshape(n, c, h, w)
         eps = threat.eps
-        if threat.norm is Norm.LINF:
-            delta = eps * (torch.randint(0, 2, (n, c, 1, w), generator=generator, device="cpu").to(x) * 2 - 1)
-            delta = delta.expand(n, c, h, w).clone()
-        else:
-            delta = torch.randn(n, c, h, w, generator=generator, device="cpu").to(x)
-            delta = delta * eps / delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
         points = torch.arange(n, device="cpu")
+        if self.targets and budget > 2:  # one query at x ranks the wrong classes; each row then needs ≥ 1
+            probs = oracle(x, points)
+            k = min(self.targets, probs.shape[1] - 1, budget - 1)
+            aims = torch.log(probs.clamp_min(1e-12)).scatter(1, y[:, None], float("-inf")).topk(k, dim=1).indices
+        else:
+            k, aims = 1, torch.full((n, 1), -1, dtype=torch.long, device=x.device)
+        owner = torch.arange(n, device="cpu").repeat_interleave(k)  # row → point
+        aim, labels = aims.reshape(-1), y.repeat_interleave(k)
+        rows = len(owner)
+        here = owner.to(x.device)
+        img = x.reshape(n, c, h, w)[here]
+        if threat.norm is Norm.LINF:
+            delta = eps * (torch.randint(0, 2, (rows, c, 1, w), generator=generator, device="cpu").to(x) * 2 - 1)
+            delta = delta.expand(rows, c, h, w).clone()
+        else:
+            delta = torch.randn(rows, c, h, w, generator=generator, device="cpu").to(x)
+            delta = delta * eps / delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
 
-        def candidate(d: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-            flat = (img[rows] + d).reshape(len(rows), *shape)
-            return project(flat, x[rows], eps, threat.norm, threat.bounds)
+        def candidate(d: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
+            flat = (img[which] + d).reshape(len(which), *shape)
+            return project(flat, x[here[which]], eps, threat.norm, threat.bounds)
 
-        current = candidate(delta, points)
-        loss = oracle_margin(oracle, current, y, points)
+        def scores(z: torch.Tensor, which: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            """(the row's objective, whether the shell misclassifies it) from one oracle query per row."""
+            logp = torch.log(oracle(z, owner[which]).clamp_min(1e-12))
+            wrong = margin(logp, labels[which])
+            toward = aim[which]
+            value = torch.where(toward < 0, wrong, targeted_margin(logp, toward.clamp_min(0)))
+            return value.cpu(), (wrong > 0).cpu()  # per-row bookkeeping lives on the CPU
+
+        everyone = torch.arange(rows, device="cpu")
+        current = candidate(delta, everyone)
+        loss, fooled = scores(current, everyone)
+        broken = torch.zeros(n, dtype=torch.bool, device="cpu")
+        broken[owner[fooled]] = True
         trace = [float(loss.mean())]
         hh = torch.arange(h, device=x.device).view(1, 1, h, 1)
         ww = torch.arange(w, device=x.device).view(1, 1, 1, w)
-        for it in range(1, budget):
-            todo = ((loss <= 0) & (oracle.remaining() >= 1)).nonzero().squeeze(1)
+        iterations = max(1, budget // k)
+        for it in range(1, iterations):
+            todo = (~broken[owner] & (oracle.remaining()[owner] >= k)).nonzero().squeeze(1)
             if len(todo) == 0:
                 break
-            p = fraction(it, budget, self.p_init)
+            p = fraction(it, iterations, self.p_init)
             side = max(1, min(h, w, round((p * h * w) ** 0.5)))
             top = torch.randint(0, h - side + 1, (len(todo),), generator=generator, device="cpu").to(x.device)
             left = torch.randint(0, w - side + 1, (len(todo),), generator=generator, device="cpu").to(x.device)
@@ -83,11 +113,26 @@ class Square(Attack):
                 new = old + window * bump * eps / side
                 new = new * eps / new.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
             proposal = candidate(new, todo)
-            new_loss = oracle_margin(oracle, proposal, y[todo], todo)
+            new_loss, new_fooled = scores(proposal, todo)
             better = new_loss > loss[todo]
             keep = todo[better]
             delta[keep] = new[better]
             current[keep] = proposal[better]
-            loss[keep] = new_loss[better]
+            loss[keep], fooled[keep] = new_loss[better], new_fooled[better]
+            broken[owner[keep[new_fooled[better]]]] = True
             trace.append(float(loss.mean()))
-        return AttackOutput(current, oracle.queries.clone(), {"loss": trace})
+        # per point: a row the shell misclassifies if any, else its row with the highest objective
+        rank = torch.where(fooled, torch.full_like(loss, float("inf")), loss).view(n, k)  # on the CPU
+        pick = rank.argmax(dim=1)
+        x_adv = current.view(n, k, *shape)[torch.arange(n, device=x.device), pick.to(x.device)]
+        return AttackOutput(x_adv, oracle.queries.clone(), {"loss": trace})
+
+
+class TargetedSquare(Square):
+    """Square with a targeted margin toward the shell's 3 likeliest wrong classes (see module docstring)."""
+
+    name = "square-t"
+    description = "Square attack toward the shell's likeliest wrong classes, budget shared (black box)"
+
+    def __init__(self, budget: int = 1000, p_init: float = 0.05, targets: int = 3) -> None:
+        super().__init__(budget, p_init, targets)
