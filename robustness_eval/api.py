@@ -23,15 +23,17 @@ from torch import nn
 
 from attacks.base import Attack
 from robustness_eval import sanity
-from robustness_eval.active import PLANTS, active_test
+from robustness_eval.active import PLANTS, active_test, caveat
 from robustness_eval.backends import LocalBackend, RayBackend, make_backend
 from robustness_eval.crosscheck import pgd_crosscheck
 from robustness_eval.data import Dataset
 from robustness_eval.escalation import TIME_CAP_SECONDS, escalate
+from robustness_eval.restart_check import restart_check
 from robustness_eval.results import EvaluationResult, describe_shell
 from robustness_eval.runner import resolve_battery, run_battery
 from robustness_eval.store import DB_NAME, ResultStore, compare_configs
 from robustness_eval.types import Threat, check_nonnegative, check_positive_int, check_probability
+from robustness_eval.units import Context
 from robustness_eval.validation import as_tensor, check_flag, check_model, check_points, check_shell
 from robustness_eval.zoo import model_hash
 from shells.base import can_rebuild
@@ -406,11 +408,17 @@ def _one_run(job: Evaluation, shell, threat: Threat, config: dict, directory: Pa
         result = run_battery(model, shell, x, y, threat, job.attacks, seed=seed, quiet=job.quiet, config=config,
                              store=store, budgets=job.budgets, chunk=config["chunk"],
                              convergence=primary and config["convergence"], backend=job.backend)
+        battery_x2 = resolve_battery(job.attacks, job.budgets, 2.0) if primary and config["convergence"] else None
+        battery = job.battery
+        if primary:
+            batteries = {"main": battery, **({"x2": battery_x2} if battery_x2 else {})}
+            result, added = restart_check(result, Context(model, shell, x, y, threat), batteries, store, seed,
+                                          config["chunk"], job.quiet, job.backend)
+            battery = [*battery, *added]
         if primary and config["escalation"]:
             unbounded = _cached(store, "unbounded", lambda: asdict(sanity.unbounded_attack(
                 model, shell, x[:SANITY_SUBSET], y[:SANITY_SUBSET], threat, seed))) if config["sanity"] else None
-            battery_x2 = resolve_battery(job.attacks, job.budgets, 2.0) if config["convergence"] else None
-            result = escalate(result, model, shell, x, y, threat, job.battery, battery_x2, store, seed, config["chunk"],
+            result = escalate(result, model, shell, x, y, threat, battery, battery_x2, store, seed, config["chunk"],
                               unbounded and unbounded["values"], surrogate=job.surrogate,
                               time_cap=config["escalation_cap"], quiet=job.quiet, backend=job.backend)
         if primary and config["crosscheck"]:
@@ -454,6 +462,9 @@ def _truth_checks(result: EvaluationResult, model, shell, source: ShellSource, x
     else:
         active = active_test(model, lambda planted: source.rebuild(planted), x[:subset], y[:subset], threat,
                              radius, battery, seed=seed, backend=backend)
+        n, robust = result.n_points, result.robust_accuracy["shell"]
+        breaks = round(n * (result.clean_accuracy["shell"] - robust))
+        active["caveat"] = caveat(active, robust, breaks, n)
     return {"sanity": verdicts, "active_test": active}
 
 

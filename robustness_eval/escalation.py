@@ -17,6 +17,7 @@ Indicators (per target, Pintor et al. 2022 and Carlini et al. 2019):
   decision-based on either target; noise on F, where it runs after the gradient attacks),
 - an unbounded attack (ε = the whole input range) below 100 %,
 - doubling every budget moving robust accuracy by ≥ 0.5 pp,
+- more restarts (the restart check, `robustness_eval.restart_check`) moving it by ≥ 0.5 pp,
 - a ladder still falling steeply at its end: the last adaptive attack (shell-aware, BPDA, EOT)
   that broke anything broke ≥ 5 % of the points it attacked, so more of the same would likely
   break more (the convergence rerun's question, asked of runs without one).
@@ -34,12 +35,13 @@ from attacks.base import Attack
 from attacks.bpda import BPDA
 from attacks.bpda_base import BPDABase
 from attacks.lookahead import LookAhead
-from attacks.minmax import MinMax
-from attacks.pgd import PGD
+from attacks.minmax import MinMax, TargetedMinMax
+from attacks.path import TargetedGradientPath
+from attacks.pgd import PGD, MultiTargetedCW
 from attacks.square import Square
 from robustness_eval.ascent import input_gradient
 from robustness_eval.backends import LocalBackend, RayBackend
-from robustness_eval.runner import run_on_target, summarise
+from robustness_eval.runner import run_more, summarise
 from robustness_eval.sanity import trace_shape
 from robustness_eval.store import ResultStore
 from robustness_eval.types import Threat
@@ -120,21 +122,33 @@ def indicators(results: dict, diagnostics: dict, unbounded: dict | None, target:
     change = results.get("extras", {}).get("convergence", {}).get("change_pp", {}).get(target)
     if change is not None and abs(change) >= STOP_PP:
         fired.append(f"doubling every budget moved robust accuracy by {change:+.1f} pp")
+    check = results.get("extras", {}).get("restart_check", {}).get(target)
+    if check and -check["change_pp"] >= STOP_PP:
+        fired.append(f"more restarts moved robust accuracy by {check['change_pp']:+.1f} pp "
+                     f"({check['new_breaks']} point(s) broken by the restart check)")
     return fired
 
 
 def round_attacks(target: str, shell: nn.Module, number: int, surrogate: nn.Module | None) -> list[Attack]:
-    """The attacks of round `number` (1, 2, ...) on `target`; budgets double each round."""
+    """The attacks of round `number` (1, 2, ...) on `target`; budgets and restarts double each round.
+
+    Restarts begin past the deterministic start at x (`first_restart=1`): a round's own seeds give it
+    new ODS and uniform starts. The targeted forms (toward each likely wrong class) join the untargeted
+    ones, since a verdict that moves is one the battery's main attacks did not settle."""
     scale = 2 ** (number - 1)
     tag = f"@esc{number}"
     if target == "base":
-        attacks = [BPDABase(budget=40 * scale, surrogate=surrogate), PGD(budget=40 * scale, restarts=5 * scale),
-                   Square(budget=500 * scale)]
+        attacks = [BPDABase(budget=40 * scale, surrogate=surrogate),
+                   PGD(budget=100 * scale, restarts=10 * scale, first_restart=1),
+                   MultiTargetedCW(budget=100 * scale, restarts=scale, first_restart=1), Square(budget=500 * scale)]
     else:
         offered = capabilities(shell)
-        attacks = [a for a in (LookAhead(budget=40 * scale, restarts=2 * scale), MinMax(budget=30 * scale,
-                                                                                       restarts=2 * scale),
-                               BPDA(budget=30 * scale)) if a.skip_reason(offered) is None]
+        candidates = (TargetedGradientPath(budget=20 * scale, restarts=scale, first_restart=1),
+                      LookAhead(budget=40 * scale, restarts=6 * scale, first_restart=1),
+                      MinMax(budget=20 * scale, restarts=5 * scale, first_restart=1),
+                      TargetedMinMax(budget=20 * scale, restarts=scale, first_restart=1),
+                      BPDA(budget=30 * scale, restarts=2 * scale, first_restart=1))
+        attacks = [a for a in candidates if a.skip_reason(offered) is None]
         attacks.append(Square(budget=500 * scale))
     return [attack.renamed(attack.name + tag, target) for attack in attacks]
 
@@ -157,10 +171,11 @@ def escalate(result, model: nn.Module, shell: nn.Module, x: torch.Tensor, y: tor
             before = current.robust_accuracy[target]
             attacks = round_attacks(target, shell, number, surrogate)
             began = time.perf_counter()
-            run_on_target(attacks, target, model, shell, x, y, threat, seed, store, chunk, quiet, backend)
+            run_more(attacks, model, shell, x, y, threat, seed, store, chunk, quiet, backend)
             extra += attacks
             batteries = {"main": [*battery, *extra], **({"x2": battery_x2} if battery_x2 else {})}
             current = summarise(store, model, shell, y, threat, batteries, result.config, None, tuple(x.shape[1:]))
+            current.extras = {**result.extras, **current.extras}  # keep what came before (the restart check)
             after = current.robust_accuracy[target]
             moved = 100 * (before - after)
             stop = ("moved less than 0.5 pp" if moved < STOP_PP else

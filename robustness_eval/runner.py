@@ -144,17 +144,17 @@ def summarise(store: ResultStore, model: nn.Module, shell: nn.Module, y: torch.T
     return result
 
 
-def run_on_target(attacks: list[Attack], target: str, model: nn.Module, shell: nn.Module, x: torch.Tensor,
-                  y: torch.Tensor, threat: Threat, seed: int, store: ResultStore, chunk: int,
-                  quiet: bool = True, backend: LocalBackend | RayBackend | None = None) -> None:
-    """Run `attacks`, in order, on the points of `target` that nothing in the store has broken yet
-    (each attack is restricted to `target`: its `only_target` is set)."""
+def run_more(attacks: list[Attack], model: nn.Module, shell: nn.Module, x: torch.Tensor, y: torch.Tensor,
+             threat: Threat, seed: int, store: ResultStore, chunk: int, quiet: bool = True,
+             backend: LocalBackend | RayBackend | None = None) -> None:
+    """Run `attacks`, in order, in the main phase after the battery: each on the points that nothing in the
+    store has broken yet, on the targets it applies to (its `only_target`, else every target it suits; a
+    transfer attack is crafted once on F for all of them, as in the battery)."""
     context = Context(model, shell, x, y, threat)
     correct = {t: store.load_clean(t, len(y)) for t in TARGETS}
     with (backend or LocalBackend()).session(context) as session:
         for attack in attacks:
-            attack.only_target = target
-            earlier = set(store.broken("main", target).values())
+            earlier = {name for t in TARGETS for name in store.broken("main", t).values()}
             _run_attack(attack, context, session, correct, seed, store, "main", earlier, chunk, quiet)
 
 
