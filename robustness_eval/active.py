@@ -14,6 +14,10 @@ push out of the bounds are 0. Three constructions:
   δ-search from near x + ε·u finds the plant, an attack that follows F's gradient mostly does not.
 - other-class: on F's gradient path, but toward a wrong class drawn at random other than the
   runner-up, where untargeted attacks do not aim.
+- subspace (held out: designed after the battery work began and never used to tune it): u has
+  random signs on a random quarter of the usable coordinates and is 0 elsewhere (a plant in a
+  low-dimensional coordinate subspace), toward a wrong class drawn at random (the runner-up
+  included), with the orthogonal construction's ramp and weak slope on those coordinates only.
 
 Each plant is verified (G'(x) right, G'(x') wrong) before it counts. The found shares are reported
 per construction; a battery that misses on-gradient plants has failed, and the share of
@@ -28,12 +32,15 @@ from torch import nn
 from robustness_eval.ascent import input_gradient
 from robustness_eval.backends import LocalBackend, RayBackend
 from robustness_eval.runner import run_battery
+from robustness_eval.stats import clopper_pearson
 from robustness_eval.types import Norm, Threat
 from robustness_eval.verify import verify
 from shells.base import Shell
 
-CONSTRUCTIONS = ("on-gradient", "orthogonal", "other-class")
-PLANTS = {"on-gradient": 120, "orthogonal": 60, "other-class": 60}  # points planted per construction (at most)
+CONSTRUCTIONS = ("on-gradient", "orthogonal", "other-class", "subspace")
+PLANTS = {"on-gradient": 120, "orthogonal": 60, "other-class": 60, "subspace": 60}  # points per construction (at most)
+HELD_OUT = ("subspace",)  # constructions the battery was never tuned on
+SUBSPACE_SHARE = 0.25  # the share of coordinates a subspace plant uses
 OFF_GRADIENT = CONSTRUCTIONS[1:]
 PASS_SHARE = 0.95
 SLOPE_SHARE = 0.1  # the off-gradient slope's per-coordinate size, as a share of F's mean |∂margin/∂x|
@@ -90,9 +97,11 @@ def plant(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Threat, de
     with torch.no_grad():
         logits = model(x)
     wrong = logits.scatter(1, y[:, None], float("-inf")).argmax(1)
-    if construction == "other-class":  # a wrong class other than the runner-up, drawn per point
+    if construction in ("other-class", "subspace"):  # a wrong class drawn per point (other-class: not the runner-up)
         draw = torch.rand(logits.shape, generator=generator, device="cpu").to(logits.device)
-        draw.scatter_(1, y[:, None], -1.0).scatter_(1, wrong[:, None], -1.0)
+        draw.scatter_(1, y[:, None], -1.0)
+        if construction == "other-class":
+            draw.scatter_(1, wrong[:, None], -1.0)
         wrong = draw.argmax(1)
     grad = _margin_gradient(model, x, y, wrong)
     slope = None
@@ -101,17 +110,21 @@ def plant(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Threat, de
         r = torch.randn(g.shape, generator=generator, device="cpu").to(g)
         r = r - (r * g).sum(1, keepdim=True) / (g * g).sum(1, keepdim=True).clamp_min(1e-30) * g
         direction = r.sign().view_as(x)
+    elif construction == "subspace":  # random signs on a random quarter of the coordinates, 0 elsewhere
+        signs = torch.randint(0, 2, grad.shape, generator=generator, device="cpu").to(grad) * 2 - 1
+        keep = torch.rand(grad.shape, generator=generator, device="cpu").to(grad) < SUBSPACE_SHARE
+        direction = signs * keep
     else:
         direction = grad.sign()
     # coordinates the direction would push out of the bounds take no part in the plant
     room = threat.eps + delta
     moved = x.detach() + room * direction
     direction[(moved > threat.bounds.upper) | (moved < threat.bounds.lower)] = 0.0
-    if construction == "orthogonal":
+    if construction in ("orthogonal", "subspace"):
         used = direction.flatten(1).abs().sum(1).clamp_min(1.0)
         slope = SLOPE_SHARE * grad.flatten(1).abs().mean(1) * used * threat.eps
-    onset = 1.0 if construction == "orthogonal" else 1.2
-    width = 0.5 if construction == "orthogonal" else 0.3
+    onset = 1.0 if construction in ("orthogonal", "subspace") else 1.2
+    width = 0.5 if construction in ("orthogonal", "subspace") else 0.3
     return PlantedModel(model, x.detach(), direction, y, wrong, threat.eps, threat.eps + delta, onset=onset,
                         width=width, slope=slope).eval()
 
@@ -159,3 +172,36 @@ def _one_construction(model: nn.Module, make_shell, x: torch.Tensor, y: torch.Te
     return {"status": "pass" if share >= PASS_SHARE else "fail", "planted": len(y), "valid": int(valid.sum()),
             "evaluated": evaluated, "found": found, "share_found": share,
             "found_by": {a["name"]: a["new_breaks"] for a in result.ladder("shell")}}
+
+
+def caveat(active: dict, robust_accuracy: float, breaks: int, n: int) -> dict | None:
+    """How far the shell's robust accuracy may be overstated, from the construction found least often.
+
+    None when every construction is found ≥ 95 %. Otherwise, with f = found / evaluated plants of that
+    construction and B the shell's verified breaks: the estimate B·(1 − f)/f breaks the battery would
+    have missed if it missed real adversarial examples at the plants' rate, with the exact interval
+    that f's Clopper–Pearson interval gives it; and the bound (1 − f) of all points. Both are in pp of
+    the n points and capped at the robust accuracy they qualify (no point counted robust can be
+    overstated twice)."""
+    parts = active.get("constructions") or ({"on-gradient": active} if "share_found" in active else {})
+    scored = {name: part for name, part in parts.items() if part.get("share_found") is not None}
+    if not scored:
+        return None
+    name = min(scored, key=lambda k: scored[k]["share_found"])
+    part = scored[name]
+    share = part["share_found"]
+    if share >= PASS_SHARE:
+        return None
+    found, evaluated = part.get("found"), part.get("evaluated")
+    interval = clopper_pearson(found, evaluated) if found is not None and evaluated else [share, share]
+    ceiling = 100 * robust_accuracy
+
+    def missed_pp(found_share: float) -> float:
+        if found_share <= 0:
+            return ceiling
+        return min(ceiling, 100 * breaks * (1 - found_share) / found_share / n)
+
+    return {"construction": name, "found": found, "evaluated": evaluated, "share_found": share,
+            "share_interval": interval, "robust_accuracy": robust_accuracy, "breaks": breaks, "points": n,
+            "estimate_pp": missed_pp(share), "estimate_interval_pp": [missed_pp(interval[1]), missed_pp(interval[0])],
+            "bound_pp": min(ceiling, 100 * (1 - share))}
