@@ -8,6 +8,7 @@ import nevergrad as ng
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from attacks.base import Attack
 from attacks.losses import margin
@@ -15,7 +16,7 @@ from attacks.registry import ATTACKS
 from robustness_eval.ascent import projected_ascent
 from robustness_eval.types import Threat
 from robustness_eval.verify import verify
-from robustness_eval.views import BudgetExceededError, ShellAwareView, ShellOracle
+from robustness_eval.views import BaseModelView, BudgetExceededError, ShellAwareView, ShellOracle
 from shells import IdentityShell, VoteShell
 from shells.base import Shell
 
@@ -243,9 +244,62 @@ def test_minmax_and_lookahead_restarts_only_add_breaks(digits, digits_adversaria
     shell = MCNShell(digits_adversarial, 0.1, steps=5)
     view = ShellAwareView(digits_adversarial, shell, Threat("linf", 0.1).bounds)
     for name in ("minmax", "lookahead"):
-        one = ATTACKS[name](budget=8)(view, x, y, Threat("linf", 0.1), seed=2)
+        one = ATTACKS[name](budget=8, restarts=1)(view, x, y, Threat("linf", 0.1), seed=2)
         three = ATTACKS[name](budget=8, restarts=3)(view, x, y, Threat("linf", 0.1), seed=2)
         first = verify(shell, x, one.x_adv, y, Threat("linf", 0.1)).success
         more = verify(shell, x, three.x_adv, y, Threat("linf", 0.1)).success
         assert bool((more | ~first).all()), name  # every point restart 0 broke stays broken
         assert bool((three.queries >= one.queries).all())
+
+
+class HiddenClass(nn.Module):
+    """32 inputs, 10 classes, at x = 0.5: class 0 is right and class 1 the runner-up, and within ε = 0.1 no
+    class but 2 can win. Class 2's region opens only where all 16 of its coordinates sit at the ε-corner
+    along a fixed sign pattern v (s > 0.9 in the plants' measure), and its own margin climbs toward it;
+    the other classes' gradients (of similar size and random signs) set every untargeted loss's direction."""
+
+    def __init__(self, eps: float = 0.1) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        weights = 0.1 * (torch.randint(0, 2, (10, 32), generator=g).float() * 2 - 1)
+        self.v = torch.randint(0, 2, (16,), generator=g).float() * 2 - 1
+        weights[2] = 0.0
+        weights[2, 16:] = 0.2 * self.v
+        self.eps = eps
+        self.register_buffer("weights", weights)
+        self.register_buffer("bias", torch.tensor([5.0, 4.0, -5.0] + [0.0] * 7))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        logits = (z.flatten(1) - 0.5) @ self.weights.T + self.bias
+        s = ((z.flatten(1)[:, 16:] - 0.5) * self.v).sum(1) / (16 * self.eps)
+        boost = 40.0 * torch.relu((s - 0.9) / 0.1)
+        return logits + torch.nn.functional.one_hot(torch.tensor(2), 10) * boost[:, None]
+
+
+def test_a_targeted_attack_breaks_what_the_untargeted_ones_miss():
+    """The only adversarial region belongs to class 2, not the runner-up: CE, margin, DLR and APGD (with
+    their ODS and uniform restarts) miss it; the targeted margin toward every wrong class finds it, on F
+    and through an MCN shell, where targeted paths and targeted min-max are set beside their untargeted
+    forms from the same single start at x (an ODS restart may reach class 2 by its random output
+    direction: that is what ODS is for, and not what this test is about)."""
+    from shells import MCNShell
+
+    model = HiddenClass().eval()
+    x, y = torch.full((4, 32), 0.5), torch.zeros(4, dtype=torch.long)
+    threat = Threat("linf", 0.1)
+    base = BaseModelView(model, threat.bounds)
+    for name in ("pgd", "cw", "pgd-dlr", "apgd"):
+        out = ATTACKS[name]()(base, x, y, threat, seed=0)
+        assert not verify(model, x, out.x_adv, y, threat).success.any(), name
+    out = ATTACKS["cw-t"]()(base, x, y, threat, seed=0)
+    assert verify(model, x, out.x_adv, y, threat).success.all()
+    assert (model(out.x_adv).argmax(1) == 2).all()
+
+    shell = MCNShell(model, 0.02, "linf", threat.bounds, steps=5)
+    view = ShellAwareView(model, shell, threat.bounds)
+    for untargeted, targeted in (("pgd-path", "pgd-path-t"), ("minmax", "minmax-t")):
+        kwargs = {"targets": 9} if targeted == "minmax-t" else {}
+        missed = ATTACKS[untargeted](restarts=1)(view, x, y, threat, seed=0)
+        found = ATTACKS[targeted](**kwargs)(view, x, y, threat, seed=0)
+        assert not verify(shell, x, missed.x_adv, y, threat).success.any(), untargeted
+        assert verify(shell, x, found.x_adv, y, threat).success.all(), targeted

@@ -160,3 +160,34 @@ def test_a_ladder_still_falling_steeply_at_its_end_escalates():
         "the ladder is still falling steeply: minmax, the last adaptive attack with breaks, broke 32 of the 50 "
         "points it attacked"]
     assert indicators(ladder(2), clean, None, "shell") == []  # 4 %: flattening out
+
+
+class Lottery(nn.Module):
+    """Class 1 wins only where frac(z_0 / 0.05) > 0.8, with a zero gradient everywhere else: a uniform start
+    in the ε = 0.1 ball lands there with probability 0.2 and PGD cannot walk there, so each further restart
+    breaks about a fifth of the points still standing."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        phase = torch.remainder(z[:, 0], 0.05) / 0.05
+        return torch.stack([torch.ones_like(phase), 1000.0 * torch.relu(phase - 0.8)], dim=1)
+
+
+def test_more_restarts_that_move_the_verdict_fire_the_indicator_and_escalate():
+    from attacks.pgd import PGD
+
+    g = torch.Generator().manual_seed(0)
+    x = 0.3 + 0.4 * torch.rand(40, 4, generator=g)
+    x[:, 0] = 0.3125 + 0.002 * (torch.arange(40) % 10)  # clean phases 0.25 … 0.61: every point starts right
+    y = torch.zeros(40, dtype=torch.long)
+    model = Lottery()
+    result = robustness_eval.evaluate(model, IdentityShell(model), (x, y), Threat("linf", 0.1),
+                                      attacks=[PGD(budget=5, restarts=2)], convergence=False, crosscheck=False,
+                                      sanity_checks=False, n_points=None)
+    check = result.extras["restart_check"]["base"]
+    assert check["attacks"] == ["pgd@restarts"] and check["new_breaks"] >= 4
+    assert check["change_pp"] <= -10 and check["robust_accuracy_after"] < check["robust_accuracy_before"]
+    rounds = [r for r in result.escalation if r["target"] == "base"]
+    assert rounds and any("more restarts moved robust accuracy" in i for i in rounds[0]["indicators"])
+    # and the indicator reads the check alone: no change, no indicator
+    quiet = {"attacks": [], "extras": {"restart_check": {"base": {**check, "change_pp": 0.0, "new_breaks": 0}}}}
+    assert not indicators(quiet, {}, None, "base")

@@ -75,7 +75,7 @@ def test_the_api_gives_the_same_results_json_as_the_cli(user_run, tmp_path):
 
 def test_a_shell_known_only_by_its_capabilities_gets_every_attack_they_allow(user_run):
     results = json.loads((user_run / "results.json").read_text())
-    ran = {a["name"] for a in results["attacks"] if a["target"] == "shell" and "@esc" not in a["name"]}
+    ran = {a["name"] for a in results["attacks"] if a["target"] == "shell" and "@" not in a["name"]}
     assert ran == {"pgd", "noise", "lookahead", "bpda", "square"}
     skipped = {row["attack"]: row["reason"] for row in results["extras"]["skipped"] if row["target"] == "shell"}
     assert skipped == {"minmax": "needs per-class-search; the target offers deterministic, search"}

@@ -57,10 +57,11 @@ def test_active_test_fails_a_weakened_battery_and_passes_the_default(setting):
 
 
 def test_orthogonal_plants_are_off_the_path_transfer_pgd_follows(setting):
-    """PGD on F' finds (nearly) every on-gradient plant and clearly fewer orthogonal ones."""
+    """Madry's PGD on F' finds (nearly) every on-gradient plant and clearly fewer orthogonal ones."""
     model, _, x, y, threat = setting
+    madry = PGD(40, 2, mixed=False, deep=False)  # uniform starts, first success: the plain gradient path
     result = active_test(model, lambda planted: MCNShell(planted, 0.1, "linf", threat.bounds), x, y, threat, 0.1,
-                         attacks="pgd", plants={"on-gradient": 30, "orthogonal": 30})["constructions"]
+                         attacks=[madry], plants={"on-gradient": 30, "orthogonal": 30})["constructions"]
     assert result["on-gradient"]["share_found"] >= 0.9
     assert result["orthogonal"]["share_found"] <= result["on-gradient"]["share_found"] - 0.2
 
