@@ -1,4 +1,7 @@
-"""`python -m benchmarks`: run every suite, print tables, write results/<suite>.json and RESULTS.md."""
+"""`python -m benchmarks`: run every suite, print tables, write results/<suite>.json and RESULTS.md.
+
+`python -m benchmarks gpu [--device cpu --quick ...]` is the GPU command instead (benchmarks/gpu.py).
+"""
 
 from __future__ import annotations
 
@@ -7,15 +10,19 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import backends, blackbox_shells, peers, shell_throughput
+from benchmarks import backends, blackbox_shells, peers, search_shells, shell_throughput
 from benchmarks.common import machine
 from benchmarks.report import write_results
 
 SUITES = {"shell_throughput": shell_throughput.run, "peers": peers.run, "blackbox_shells": blackbox_shells.run,
-          "backends": backends.run}
+          "backends": backends.run, "search_shells": search_shells.run}
 
 
 def main(names: list[str]) -> int:
+    if names[:1] == ["gpu"]:
+        from benchmarks import gpu
+
+        return gpu.main(names[1:])
     here = Path(__file__).parent
     (here / "results").mkdir(exist_ok=True)
     chosen = names or list(SUITES)

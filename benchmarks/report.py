@@ -166,6 +166,9 @@ def write_results(folder: Path) -> Path:
     backends = _load(folder, "backends")
     if backends:
         lines += _backend_lines(backends)
+    search_shells = _load(folder, "search_shells")
+    if search_shells:
+        lines += _search_shell_lines(search_shells["search_shells"])
     path = folder / "RESULTS.md"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -196,4 +199,26 @@ def _backend_lines(result: dict) -> list[str]:
         lines[-1] += (f" The battery above ran {local['units']} units, {1000 * mean:.0f} ms each on average locally: "
                       f"the overhead is {100 * overhead['seconds_per_unit'] / mean:.1f} % of such a unit.")
     lines.append("")
+    return lines
+
+
+def _search_shell_lines(rows: list[dict]) -> list[str]:
+    lines = ["## Search-only shells: the default battery against a standalone reference", "",
+             "Shells that offer only `search` (no per-class search for min-max or look-ahead), digits adversarial "
+             "MLP, L∞ ε = δ = 0.1. The reference is written outside the battery (benchmarks/search_shells.py): "
+             "PGD on F, 100 steps × 5 uniform restarts, CE and margin losses, plus BPDA through the shell with "
+             "the same steps and restarts; every break of either verified on the shell. The battery is the whole "
+             "default `evaluate()`.", "",
+             "| shell | points | battery worst case | battery transfer only | reference | gap | battery s | "
+             "reference s | reference breaks (pgd-ce / pgd-margin / bpda) |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        breaks = r["reference"]["breaks"]
+        lines.append(f"| {r['shell']} | {r['points']} | {100 * r['battery_robust_accuracy']:.1f} % | "
+                     f"{100 * r['battery_transfer_robust_accuracy']:.1f} % | "
+                     f"{100 * r['reference']['robust_accuracy']:.1f} % | {r['gap_pp']:+.1f} pp | "
+                     f"{r['battery_seconds']:.0f} | {r['reference_seconds']:.0f} | "
+                     f"{breaks['pgd-ce']} / {breaks['pgd-margin']} / {breaks['bpda']} |")
+    worst = max(r["gap_pp"] for r in rows)
+    lines += ["", f"Target: the battery's worst case within 0.5 pp of the reference or below it: "
+                  f"{'met' if worst <= 0.5 else f'missed by {worst - 0.5:.1f} pp'} (largest gap {worst:+.1f} pp).", ""]
     return lines
