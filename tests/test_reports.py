@@ -21,7 +21,7 @@ from robustness_eval.report import write_report
 from robustness_eval.stats import clopper_pearson, mcnemar_exact
 
 TINY = ["--n-points", "24", "--attacks", "pgd,noise,lookahead,minmax,square", "--budget", "square=60",
-        "--no-crosscheck", "--quiet"]
+        "--budget", "pgd=20", "--budget", "lookahead=10", "--budget", "minmax=5", "--no-crosscheck", "--quiet"]
 
 
 def _strip_timings(results: dict) -> dict:
@@ -183,7 +183,8 @@ def test_python_api_mirrors_the_cli(digits, digits_adversarial, tmp_path):
 
     shell = MCNShell(digits_adversarial, 0.1, "linf", digits.bounds)
     result = robustness_eval.evaluate(digits_adversarial, shell, digits, robustness_eval.Threat("linf", 0.1),
-                                      attacks="pgd,minmax", n_points=15, store_dir=tmp_path / "store")
+                                      attacks="pgd,minmax", budgets={"pgd": 20, "minmax": 5}, n_points=15,
+                                      store_dir=tmp_path / "store")
     assert result.n_points == 15 and set(result.robust_accuracy) == {"base", "shell"}
     report = result.to_report(tmp_path / "report")
     assert report.exists() and (tmp_path / "report" / "report.html").exists()

@@ -18,7 +18,7 @@ from shells import MCNShell, NCNShell, VoteShell
 @pytest.fixture(scope="module")
 def mcn_result(digits, digits_adversarial):
     shell = MCNShell(digits_adversarial, 0.1, "linf", digits.bounds)
-    x, y = digits.x_test[:60], digits.y_test[:60]
+    x, y = digits.x_test[:40], digits.y_test[:40]
     threat = Threat("linf", 0.1)
     return run_battery(digits_adversarial, shell, x, y, threat, "fast", seed=0), shell, x, y, threat
 
@@ -87,8 +87,8 @@ def test_our_pgd_agrees_with_foolbox_on_the_base_model(digits, digits_adversaria
 
 def test_cli_end_to_end_on_a_tiny_configuration(tmp_path):
     out = tmp_path / "run"
-    code = main(["run", "--n-points", "12", "--attacks", "pgd,lookahead,minmax", "--out", str(out),
-                 "--quiet", "--no-crosscheck"])
+    code = main(["run", "--n-points", "12", "--attacks", "pgd,lookahead,minmax", "--budget", "pgd=20",
+                 "--budget", "lookahead=10", "--budget", "minmax=5", "--out", str(out), "--quiet", "--no-crosscheck"])
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     for key in ("config", "n_points", "clean_accuracy", "robust_accuracy", "retained_accuracy",
