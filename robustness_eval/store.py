@@ -6,17 +6,23 @@ Tables:
 - `rows`: one row per phase × target × attack × point attacked: success (verified), the three
   verification verdicts, ‖x' − x‖, queries, seconds, and the candidate itself as a compact
   float16/float32 blob where it broke.
-- `chunks`: one row per finished chunk (the unit of commit): its loss trace and seconds.
+- `chunks`: one row per finished chunk (the unit of commit): its loss trace and seconds, the
+  (target, point) keys of the rows it wrote and a SHA-256 digest of those rows as stored.
 
 A chunk's rows and its `chunks` row are committed in one transaction, so a crash never leaves
-half a chunk; a resumed run skips every finished chunk and recomputes nothing.
+half a chunk; a resumed run skips every finished chunk and recomputes nothing. A finished chunk
+whose rows are no longer all there as written (rows deleted or edited by hand, a copy gone
+wrong) is not trusted: `chunk_done` drops it and what is left of its rows, says so, and the run
+redoes it. Rows left without their chunk's mark are replaced when that chunk is redone.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import sqlite3
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +38,19 @@ CREATE TABLE IF NOT EXISTS rows (
     norm REAL, queries INTEGER, seconds REAL, adversarial BLOB,
     PRIMARY KEY (phase, target, attack, point));
 CREATE TABLE IF NOT EXISTS chunks (
-    phase TEXT, attack TEXT, chunk TEXT, targets TEXT, trace TEXT, seconds REAL,
+    phase TEXT, attack TEXT, chunk TEXT, targets TEXT, trace TEXT, seconds REAL, members TEXT, digest TEXT,
     PRIMARY KEY (phase, attack, chunk));
 """
+ROW_FIELDS = "target, point, success, in_ball, in_bounds, misclassified, norm, queries, seconds, adversarial"
+
+
+def _digest(rows: list[tuple]) -> str:
+    """SHA-256 of rows read back from the store (ROW_FIELDS order), independent of their order."""
+    digest = hashlib.sha256()
+    for row in sorted(rows, key=lambda r: (r[0], r[1])):
+        digest.update(repr(row[:-1]).encode())
+        digest.update(row[-1] or b"")
+    return digest.hexdigest()
 
 DB_NAME = "results.sqlite"
 
@@ -102,6 +118,10 @@ class ResultStore:
         try:
             self.db = sqlite3.connect(self.path)
             self.db.executescript(SCHEMA)
+            columns = {row[1] for row in self.db.execute("PRAGMA table_info(chunks)")}
+            for column in ("members", "digest"):  # a store written before chunks recorded their rows
+                if column not in columns:
+                    self.db.execute(f"ALTER TABLE chunks ADD COLUMN {column} TEXT")
             self.db.commit()
         except sqlite3.DatabaseError as error:
             self._release()
@@ -186,20 +206,50 @@ class ResultStore:
 
     # --- attack rows -------------------------------------------------------------------------
     def chunk_done(self, phase: str, attack: str, chunk: str) -> bool:
-        return self.db.execute("SELECT 1 FROM chunks WHERE phase = ? AND attack = ? AND chunk = ?",
-                               (phase, attack, chunk)).fetchone() is not None
+        """Whether the chunk finished and its rows are all there as written; a chunk that finished but lost
+        or changed rows is dropped with a warning (with what is left of its rows), so the run redoes it."""
+        row = self.db.execute("SELECT members, digest FROM chunks WHERE phase = ? AND attack = ? AND chunk = ?",
+                              (phase, attack, chunk)).fetchone()
+        if row is None:
+            return False
+        if row[0] is None:  # written before chunks recorded their rows: nothing to check against
+            return True
+        members = [tuple(m) for m in json.loads(row[0])]
+        found = self._member_rows(phase, attack, members)
+        if len(found) == len(members) and _digest(found) == row[1]:
+            return True
+        state = "they differ from what was written" if len(found) == len(members) else f"only {len(found)} are there"
+        warnings.warn(f"{self.directory}: finished chunk {phase}/{attack}/{chunk} should hold {len(members)} rows "
+                      f"but {state}; redoing that chunk", stacklevel=2)
+        with self.db:
+            self.db.execute("DELETE FROM chunks WHERE phase = ? AND attack = ? AND chunk = ?", (phase, attack, chunk))
+            self.db.executemany("DELETE FROM rows WHERE phase = ? AND attack = ? AND target = ? AND point = ?",
+                                [(phase, attack, target, point) for target, point in members])
+        return False
+
+    def _member_rows(self, phase: str, attack: str, members: list[tuple]) -> list[tuple]:
+        rows = []
+        for target, point in members:
+            rows += self.db.execute(f"SELECT {ROW_FIELDS} FROM rows WHERE phase = ? AND attack = ? AND target = ? "
+                                    "AND point = ?", (phase, attack, target, point)).fetchall()
+        return rows
 
     def commit_chunk(self, phase: str, attack: str, chunk: str, records: list[tuple],
                      targets: list[str], trace: list[float], seconds: float) -> None:
-        """Write a finished chunk's rows and its marker in one transaction."""
+        """Write a finished chunk's rows (replacing any left without their chunk's mark) and its marker, with the
+        rows' keys and their digest as read back, in one transaction."""
+        members = [(target, point) for target, point, *_ in records]
         with self.db:
             self.db.executemany(
-                "INSERT INTO rows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(phase, target, attack, point, int(success), int(ball), int(bounds), int(wrong),
                   norm, queries, secs, _blob(adv) if adv is not None else None)
                  for target, point, success, ball, bounds, wrong, norm, queries, secs, adv in records])
-            self.db.execute("INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?)",
-                            (phase, attack, chunk, json.dumps(targets), json.dumps(trace), seconds))
+            digest = _digest(self._member_rows(phase, attack, members))
+            self.db.execute("INSERT INTO chunks (phase, attack, chunk, targets, trace, seconds, members, digest) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            (phase, attack, chunk, json.dumps(targets), json.dumps(trace), seconds,
+                             json.dumps(members), digest))
 
     def broken(self, phase: str, target: str) -> dict[int, str]:
         """Points broken so far in a phase, with the first attack (in commit order) that broke them."""
