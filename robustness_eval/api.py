@@ -348,6 +348,8 @@ def prepare_evaluation(model: nn.Module, shell, data: Dataset | tuple, threat: T
         check_positive_int(chunk, "chunk")
     target_device = resolve_device(device)
     runner_backend = make_backend(backend, ray_address, workers, target_device)
+    if isinstance(runner_backend, RayBackend):
+        runner_backend.check_reachable()
     if not isinstance(attacks, str | list | tuple):
         raise TypeError(f"`attacks` must be a preset name, a comma list, or a list of names or Attack instances "
                         f"(got {type(attacks).__name__})")

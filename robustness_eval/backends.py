@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import re
+import socket
 import sys
 import sysconfig
 import uuid
@@ -54,6 +56,20 @@ class LocalSession:
             yield unit, execute_unit(self.context, unit)
 
 
+CONNECT_TIMEOUT_SECONDS = 10.0
+_ADDRESS = re.compile(r"^(?:ray://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
+
+
+def parse_address(address: str) -> tuple[str, int] | str | None:
+    """'auto' → 'auto'; 'host:port' or 'ray://host:port' → (host, port); anything else → None."""
+    if address.strip() == "auto":
+        return "auto"
+    match = _ADDRESS.match(address.strip())
+    if match is None or not 1 <= int(match.group(2)) <= 65535:
+        return None
+    return match.group(1).strip("[]"), int(match.group(2))
+
+
 class RayBackend:
     """Run units as Ray tasks on a local runtime or a cluster.
 
@@ -70,9 +86,9 @@ class RayBackend:
 
     def __init__(self, address: str | None = None, workers: int | None = None, device: torch.device | str = "cpu",
                  threads: int = 1, max_retries: int = 3) -> None:
-        if address is not None and (not isinstance(address, str) or not address.strip()):
-            raise ValueError(f"`ray_address` must be 'auto', host:port or ray://host:port, or None to start a "
-                             f"local runtime (got {address!r})")
+        if address is not None and (not isinstance(address, str) or parse_address(address) is None):
+            raise ValueError(f"`ray_address` (--ray-address) must be 'auto', host:port or ray://host:port with a "
+                             f"port from 1 to 65535, or None to start a local runtime (got {address!r})")
         for value, label in ((workers, "workers"), (threads, "threads")):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"`{label}` must be an integer ≥ 1 (got {value!r})")
@@ -80,6 +96,27 @@ class RayBackend:
             raise ImportError("backend='ray' needs Ray: pip install -e \".[ray]\" (or use backend='local')")
         self.address, self.workers, self.threads, self.max_retries = address, workers, threads, max_retries
         self.device = torch.device(device)
+
+    def check_reachable(self, timeout: float = CONNECT_TIMEOUT_SECONDS) -> None:
+        """Before any work: something must answer at a host:port address within `timeout` seconds, or a
+        ValueError says so (Ray itself would retry for minutes without a word)."""
+        host_port = parse_address(self.address) if self.address is not None else None
+        if host_port == "auto":
+            try:
+                self.connect()
+            except ConnectionError as error:
+                raise ValueError(f"--ray-address auto: no Ray cluster runs on this machine ({error}); start one "
+                                 "(ray start --head), pass its head's host:port, or no address for a local "
+                                 "runtime") from None
+        if not isinstance(host_port, tuple):
+            return
+        try:
+            socket.create_connection(host_port, timeout=timeout).close()
+        except OSError as error:
+            raise ValueError(f"--ray-address {self.address}: nothing answered at {host_port[0]}:{host_port[1]} within "
+                             f"{timeout:g} s ({error.strerror or error}); start the cluster (ray start --head) or "
+                             "pass its head's address, 'auto' for the cluster on this machine, or no address for a "
+                             "local runtime") from None
 
     def connect(self):
         """Start or join the Ray runtime (once per process) and return the `ray` module."""

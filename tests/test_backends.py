@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -201,3 +202,22 @@ def test_backend_options_are_checked_before_any_work(digits, digits_adversarial,
     assert not any(tmp_path.iterdir())
     with pytest.raises(ValueError, match="`workers` must be an integer ≥ 1"):
         RayBackend(workers=0)
+
+
+def test_a_malformed_or_unreachable_ray_address_is_refused_before_anything_is_written(digits, digits_adversarial,
+                                                                                      tmp_path, capsys):
+    with pytest.raises(ValueError, match=r"`ray_address` \(--ray-address\) must be 'auto', host:port"):
+        robustness_eval.evaluate(digits_adversarial, mcn, digits, Threat("linf", 0.1), backend="ray",
+                                 ray_address="notanaddress", store_dir=tmp_path / "api", **RUN)
+    with socket.socket() as probe:  # a port nothing listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    start = time.time()
+    with pytest.raises(ValueError, match=rf"nothing answered at 127\.0\.0\.1:{port} within"):
+        robustness_eval.evaluate(digits_adversarial, mcn, digits, Threat("linf", 0.1), backend="ray",
+                                 ray_address=f"127.0.0.1:{port}", store_dir=tmp_path / "api", **RUN)
+    assert time.time() - start < 30
+    out = tmp_path / "cli"
+    assert main(["run", *CLI_FLAGS, "--backend", "ray", "--ray-address", f"127.0.0.1:{port}", "--out", str(out)]) == 2
+    assert "nothing answered" in capsys.readouterr().err
+    assert not (tmp_path / "api").exists() and not out.exists()
