@@ -41,7 +41,7 @@ SIZES = {
     "full": {"verdict_points": 100, "sizes": (50, 500, 5000), "mcn_steps": 20, "ncn_rounds": 8, "resnet_width": 64,
              "paper_points": 200, "battery_points": {"digits": 360, "mnist": 2000}, "chunks": (50, 500, 2000),
              "attacks": "fast", "quick_attacks": None, "budgets": None, "shell_steps": 20, "ray": True},
-    "quick": {"verdict_points": 6, "sizes": (2, 4), "mcn_steps": 2, "ncn_rounds": 1, "resnet_width": 8,
+    "quick": {"verdict_points": 6, "sizes": (2,), "mcn_steps": 2, "ncn_rounds": 1, "resnet_width": 8,
               "paper_points": 2, "battery_points": {"digits": 12}, "chunks": (4, 12),
               "attacks": "pgd,noise", "quick_attacks": "pgd,noise", "budgets": {"pgd": 5, "noise": 2},
               "shell_steps": 2, "ray": False},
