@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import time
 
 from benchmarks import gpu
 from benchmarks.gpu_report import BEGIN, END, write_devices_section
 
 
-def test_the_gpu_command_stops_at_its_limit_and_writes_what_it_has(tmp_path):
+def test_the_gpu_command_stops_at_its_limit_and_writes_what_it_has(tmp_path, monkeypatch):
+    monkeypatch.setattr(gpu, "verdicts", lambda device, sizes: time.sleep(30))  # a first part that outlasts it
+    start = time.perf_counter()
     record = gpu.run(device="cpu", quick=True, out=tmp_path, limit=0.3)
+    assert time.perf_counter() - start < 10
     assert record["stopped_at_limit"] == "verdicts"
     written = json.loads((tmp_path / "results" / "gpu.json").read_text())
     assert written["machine"]["cpu_figures"] is True

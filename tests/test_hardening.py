@@ -284,8 +284,8 @@ def test_two_runs_never_write_one_directory_at_once(digits, digits_adversarial, 
 
 
 def test_ctrl_c_mid_chunk_stops_cleanly_and_resumes_to_the_same_results(tmp_path, private_cache):
-    flags = ["--n-points", "60", "--attacks", "pgd,square", "--budget", "square=150", "--budget", "pgd=20",
-             "--no-convergence", "--no-crosscheck", "--no-sanity", "--no-escalation", "--quiet"]
+    flags = ["--n-points", "60", "--attacks", "pgd,square", "--budget", "square=150", "--no-convergence",
+             "--no-crosscheck", "--no-sanity", "--no-escalation", "--quiet"]
     env = {**os.environ, "ROBUSTNESS_EVAL_CACHE": str(private_cache)}
     out = tmp_path / "interrupted"
     process = subprocess.Popen([sys.executable, "-m", "robustness_eval.cli", "run", *flags, "--out", str(out)],
