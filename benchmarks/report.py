@@ -215,10 +215,10 @@ def _search_shell_lines(rows: list[dict]) -> list[str]:
         breaks = r["reference"]["breaks"]
         lines.append(f"| {r['shell']} | {r['points']} | {100 * r['battery_robust_accuracy']:.1f} % | "
                      f"{100 * r['battery_transfer_robust_accuracy']:.1f} % | "
-                     f"{100 * r['reference']['robust_accuracy']:.1f} % | {r['gap_pp']:+.1f} pp | "
+                     f"{100 * r['reference']['robust_accuracy']:.1f} % | {r['gap_pp'] + 0.0:+.1f} pp | "
                      f"{r['battery_seconds']:.0f} | {r['reference_seconds']:.0f} | "
                      f"{breaks['pgd-ce']} / {breaks['pgd-margin']} / {breaks['bpda']} |")
-    worst = max(r["gap_pp"] for r in rows)
+    worst = max(r["gap_pp"] for r in rows) + 0.0  # no "-0.0"
     lines += ["", f"Target: the battery's worst case within 0.5 pp of the reference or below it: "
                   f"{'met' if worst <= 0.5 else f'missed by {worst - 0.5:.1f} pp'} (largest gap {worst:+.1f} pp).", ""]
     return lines
