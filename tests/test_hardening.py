@@ -288,8 +288,11 @@ def test_ctrl_c_mid_chunk_stops_cleanly_and_resumes_to_the_same_results(tmp_path
              "--no-crosscheck", "--no-sanity", "--no-escalation", "--quiet"]
     env = {**os.environ, "ROBUSTNESS_EVAL_CACHE": str(private_cache)}
     out = tmp_path / "interrupted"
+    # SIGINT as a terminal sends it, even where the suite runs in the background with SIGINT ignored (the
+    # child would inherit that and never see it)
     process = subprocess.Popen([sys.executable, "-m", "robustness_eval.cli", "run", *flags, "--out", str(out)],
-                               env=env, stderr=subprocess.PIPE, text=True)
+                               env=env, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:  # SIGINT once some, not all, chunks are in
         if (out / DB_NAME).exists():
