@@ -12,7 +12,7 @@ import re
 import tomllib
 from pathlib import Path
 
-from robustness_eval.types import Norm, check_nonnegative, check_positive_int, check_probability
+from robustness_eval.types import Norm, check_nonnegative, check_positive_int, check_probability, check_seed
 
 DEFAULTS = {"data": "digits", "data_dir": None, "model": "adversarial", "arch": None, "shell": "mcn",
             "norm": "linf", "eps": "0.1", "delta": "0.1", "p": 0.9, "attacks": "fast",
@@ -61,6 +61,9 @@ TOML_TYPES = {
 def float_list(value, key: str) -> list[float]:
     """A number, a list of numbers, or a comma string, as a list of finite numbers ≥ 0."""
     parts = value if isinstance(value, list) else str(value).split(",")
+    if len(parts) > 1 and any(str(p).strip() == "" for p in parts):
+        raise ValueError(f"`{key}` has an empty value in {value!r}; separate the values by single commas, "
+                         "e.g. 0.05,0.1")
     try:
         numbers = [float(p) for p in parts if str(p).strip() != ""]
     except ValueError:
@@ -112,6 +115,7 @@ def resolve(explicit: dict, toml: dict | None = None) -> dict:
     config["eps"] = ",".join(f"{v:g}" for v in float_list(config["eps"], "--eps"))
     config["delta"] = ",".join(f"{v:g}" for v in float_list(config["delta"], "--delta"))
     config["n_points"] = check_positive_int(config["n_points"], "--n-points")
+    config["seed"] = check_seed(config["seed"], "--seed")
     config["p"] = check_probability(config["p"], "--p")
     config["escalation_cap"] = check_nonnegative(config["escalation_cap"], "--escalation-cap")
     if config["chunk"] is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -254,6 +255,17 @@ def load_cifar10(directory: str | Path) -> Dataset:
                    split={"source": str(directory), "train": [p.name for p in train_paths], "test": "test_batch"})
 
 
+def _npz_array(archive, key: str, path: Path) -> np.ndarray:
+    try:
+        return archive[key]
+    except ValueError as error:  # object arrays need pickle, which is never allowed
+        raise ValueError(f"--data {path}: array {key} cannot be read without pickle ({error}); save numeric "
+                         "arrays (x.astype(numpy.float32), y.astype(numpy.int64))") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(f"--data {path}: array {key} is damaged ({type(error).__name__}: {error}); "
+                         "write the file again") from None
+
+
 def load_npz(path: str | Path) -> Dataset:
     """A user's evaluation points from an `.npz` with `x`, `y` and optional scalar `lower`, `upper`.
 
@@ -262,19 +274,33 @@ def load_npz(path: str | Path) -> Dataset:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--data {path} does not exist")
+    if path.stat().st_size == 0:
+        raise ValueError(f"--data {path} is empty (0 bytes); pass an .npz written by numpy.savez")
     try:
         archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"--data {path} is not a readable .npz file ({error})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(f"--data {path} is not a readable .npz file ({type(error).__name__}: {error}); pass an "
+                         ".npz written by numpy.savez") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(f"--data {path} holds a single array, not an .npz archive of x and y; "
+                         "save with numpy.savez(path, x=..., y=...)")
     with archive:
         missing = [key for key in ("x", "y") if key not in archive.files]
         if missing:
             raise ValueError(f"--data {path} lacks the array(s) {', '.join(missing)}; an .npz needs x (inputs) and "
                              f"y (integer labels), optionally lower and upper (scalar bounds); it holds: "
                              f"{', '.join(archive.files) or 'nothing'}")
-        x, y = archive["x"], archive["y"]
-        lower = float(archive["lower"]) if "lower" in archive.files else 0.0
-        upper = float(archive["upper"]) if "upper" in archive.files else 1.0
+        arrays = {key: _npz_array(archive, key, path) for key in ("x", "y", "lower", "upper") if key in archive.files}
+    x, y = arrays["x"], arrays["y"]
+    for key in ("lower", "upper"):
+        if key in arrays and (arrays[key].ndim != 0 or not np.issubdtype(arrays[key].dtype, np.number)):
+            raise ValueError(f"--data {path}: {key} must be one number, the bound of every input value (got "
+                             f"an array of shape {arrays[key].shape}, dtype {arrays[key].dtype}); per-feature "
+                             "bounds are not supported: rescale x to one common range")
+    lower = float(arrays["lower"]) if "lower" in arrays else 0.0
+    upper = float(arrays["upper"]) if "upper" in arrays else 1.0
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        raise ValueError(f"--data {path}: x must hold real numbers (got dtype {x.dtype})")
     if not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"--data {path}: y must hold integer labels (got dtype {y.dtype})")
     if y.ndim != 1 or x.ndim < 2 or len(x) != len(y) or len(y) == 0:

@@ -32,6 +32,13 @@ CODE_WARNING = ("module:factory and file.py:factory specs, TorchScript and expor
                 "only load files you trust")
 
 
+MODEL_FILE_SUFFIXES = (".pt", ".pth", ".pt2", ".ckpt", ".bin", ".safetensors", ".ts", ".jit")
+
+
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def is_code_spec(spec: str) -> bool:
     """`module:factory` or `path/file.py:factory` (not a plain name or file)."""
     head, sep, tail = str(spec).rpartition(":")
@@ -136,6 +143,8 @@ def load_model(spec: str, data: Dataset, arch: str | None = None, seed: int = 0,
 
 
 def _load_model_file(path: Path, arch: str | None, known: dict) -> nn.Module:
+    if path.suffix in MODEL_FILE_SUFFIXES and not path.exists():
+        raise FileNotFoundError(f"--model {path}: no such file (looked in {Path.cwd()}); check the path")
     if not path.is_file():
         raise ValueError(f"unknown --model {str(path)!r}; choose one of: {', '.join(zoo.MODEL_KINDS)}, "
                          "module:factory, path/to/file.py:factory, a TorchScript or .pt2 file, or a weights "
@@ -148,7 +157,9 @@ def _load_model_file(path: Path, arch: str | None, known: dict) -> nn.Module:
         try:
             model.load_state_dict(state)
         except RuntimeError as error:
-            raise ValueError(f"--model {path} does not fit --arch {arch}: {str(error).splitlines()[0]}") from None
+            details = " ".join(line.strip() for line in str(error).splitlines()[1:] if line.strip())
+            raise ValueError(f"--model {path} does not fit --arch {arch}: {_short(details, 400)}; pass the "
+                             "architecture these weights were saved from") from None
         return model
     if path.suffix == ".pt2":
         try:

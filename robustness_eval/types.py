@@ -91,6 +91,18 @@ def check_positive_int(value: int, argument: str) -> int:
     return value
 
 
+SEED_LIMIT = 2**63  # torch's generators take seeds below this; numpy's take no negative ones
+
+
+def check_seed(value: int, argument: str) -> int:
+    """Raise naming `argument` unless `value` is an integer in [0, 2**63 − 1] (a TypeError for a non-integer)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"`{argument}` must be an integer (got {value!r})")
+    if not 0 <= value < SEED_LIMIT:
+        raise ValueError(f"`{argument}` must be an integer in [0, 2**63 - 1] (got {value})")
+    return value
+
+
 def check_probability(value: float, argument: str) -> float:
     """Raise a ValueError naming `argument` unless 0 < value < 1."""
     number = check_nonnegative(value, argument)
