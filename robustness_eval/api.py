@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -28,13 +29,14 @@ from robustness_eval.backends import LocalBackend, RayBackend, make_backend
 from robustness_eval.crosscheck import pgd_crosscheck
 from robustness_eval.data import Dataset
 from robustness_eval.escalation import TIME_CAP_SECONDS, escalate
+from robustness_eval.probe import probe_bpda, probe_model, probe_shell
 from robustness_eval.restart_check import restart_check
 from robustness_eval.results import EvaluationResult, describe_shell
 from robustness_eval.runner import resolve_battery, run_battery
 from robustness_eval.store import DB_NAME, ResultStore, compare_configs
-from robustness_eval.types import Threat, check_nonnegative, check_positive_int, check_probability
+from robustness_eval.types import Threat, check_nonnegative, check_positive_int, check_probability, check_seed
 from robustness_eval.units import Context
-from robustness_eval.validation import as_tensor, check_flag, check_model, check_points, check_shell
+from robustness_eval.validation import as_tensor, check_flag, check_points
 from robustness_eval.zoo import model_hash
 from shells.base import can_rebuild
 from shells.registry import accepted_options, call_factory
@@ -75,6 +77,7 @@ class ShellSource:
     shell: nn.Module
     factory: Callable | None
     options: dict
+    randomized: bool = False  # found random by the probe though it does not say so: so are its rebuilds
 
     def takes(self, option: str) -> bool:
         if self.factory is not None:
@@ -84,8 +87,12 @@ class ShellSource:
     def rebuild(self, model: nn.Module, **changes) -> nn.Module | None:
         """The shell around `model` with `changes` (delta, ...); None when it cannot be rebuilt."""
         if self.factory is not None:
-            return call_factory(self.factory, model, {**self.options, **changes})
-        return self.shell.rebuild(model, **changes) if can_rebuild(self.shell) else None
+            built = call_factory(self.factory, model, {**self.options, **changes})
+        else:
+            built = self.shell.rebuild(model, **changes) if can_rebuild(self.shell) else None
+        if built is not None and self.randomized:
+            built.randomized = True
+        return built
 
 
 def _shell_source(shell, model: nn.Module, threat: Threat, seed: int, options: dict | None) -> ShellSource:
@@ -179,6 +186,7 @@ class Evaluation:
     quiet: bool
     surrogate: nn.Module | None = None
     backend: LocalBackend | RayBackend = field(default_factory=LocalBackend)
+    findings: list[str] = field(default_factory=list)  # the probe's warnings, recorded in the result too
 
     def run(self) -> EvaluationResult:
         """Run (or resume) every combination of the sweep; return the primary result."""
@@ -265,6 +273,11 @@ def _check_store_dir(store_dir) -> Path | None:
         raise ValueError(f"output directory {path} cannot be created: {existing} is a file; choose another")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"output directory {path} cannot be written ({existing} is not writable); choose another")
+    try:  # permissions are not the whole story (a read-only or virtual file system): try it
+        os.rmdir(tempfile.mkdtemp(prefix=".robustness-eval-probe-", dir=existing))
+    except OSError as error:
+        raise ValueError(f"output directory {path} cannot be created under {existing} ({error.strerror}); "
+                         "choose another") from None
     return path
 
 
@@ -342,8 +355,7 @@ def prepare_evaluation(model: nn.Module, shell, data: Dataset | tuple, threat: T
     check_nonnegative(escalation_cap, "escalation_cap")
     if bpda is not None and not isinstance(bpda, nn.Module):
         raise TypeError(f"`bpda` must be a torch.nn.Module standing in for the base model (got {type(bpda).__name__})")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"`seed` must be an integer (got {seed!r})")
+    check_seed(seed, "seed")
     if chunk is not None:
         check_positive_int(chunk, "chunk")
     target_device = resolve_device(device)
@@ -364,11 +376,12 @@ def prepare_evaluation(model: nn.Module, shell, data: Dataset | tuple, threat: T
     if not isinstance(model, nn.Module):
         raise TypeError(f"`model` must be a torch.nn.Module returning logits (got {type(model).__name__})")
     model.to(target_device)  # in place, as nn.Module.to does: the shell wraps this same object
-    x, y = x.to(target_device), y.to(target_device)
-    classes = check_model(model, x, y)
+    x, y = x.to(target_device).clone(), y.to(target_device).clone()  # the caller's tensors stay theirs
+    classes, findings = probe_model(model, x, y)
     source = _shell_source(shell, model, threat, seed, shell_options)
     source.shell.to(target_device)
-    check_shell(source.shell, model, x, classes)
+    undeclared = probe_shell(source.shell, model, x, classes)  # non-empty: found random, now marked so
+    source.randomized, findings = bool(undeclared), findings + undeclared
     battery = resolve_battery(attacks, budgets)  # unknown or repeated names, bad budgets
     eps_values = list(dict.fromkeys([threat.eps, *(check_nonnegative(e, "sweep_eps") for e in sweep_eps)]))
     primary_delta = (check_nonnegative(source.options["delta"], "delta") if source.factory is not None
@@ -396,8 +409,11 @@ def prepare_evaluation(model: nn.Module, shell, data: Dataset | tuple, threat: T
     _check_stored_config(directory, _run_config(config, source.shell, *combos[0], threat))
     if bpda is not None:
         bpda.to(target_device)
+        probe_bpda(bpda, model, x)
+    for finding in findings:
+        warnings.warn(finding, stacklevel=3)
     return Evaluation(model, source, x, y, threat, truth, config, battery, attacks, budgets, directory, combos,
-                      quiet, bpda, runner_backend)
+                      quiet, bpda, runner_backend, findings)
 
 
 def _one_run(job: Evaluation, shell, threat: Threat, config: dict, directory: Path | None,
@@ -432,6 +448,13 @@ def _one_run(job: Evaluation, shell, threat: Threat, config: dict, directory: Pa
                 job.backend)))
         if job.truth is not None:
             result.extras["ground_truth"] = ground_truth(result.adversarial, job.truth, y)
+        for target, points in result.extras.get("unsteady", {}).items():
+            warnings.warn(f"the {target} target answered differently to the same input on {len(points)} candidate(s) "
+                          f"that were misclassified once (points {points[:5]}{' ...' if len(points) > 5 else ''}); "
+                          "they were not counted as breaks. A shell that is random must declare "
+                          "`randomized = True` to be verified by majority vote", stacklevel=2)
+        if job.findings:
+            result.extras["probe"] = list(job.findings)
         result.examples = example_panels(model, shell, x, y, result.adversarial.get("shell", {}))
         result.extras["seconds"] = time.perf_counter() - start
         if directory is not None:

@@ -77,7 +77,7 @@ def gradient_diagnostics(model: nn.Module, shell: nn.Module, x: torch.Tensor, y:
     points = {"base": x}
     if "search" in capabilities(shell):
         with torch.no_grad():
-            points["shell"] = shell.search(x)
+            points["shell"] = shell.search(x.clone())  # a copy: a shell never edits the points
     for target, z in points.items():
         z = z.detach().clone().requires_grad_(True)
         with torch.enable_grad():

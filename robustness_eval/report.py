@@ -10,6 +10,7 @@ import base64
 import html
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,32 @@ def pct(value: float | None) -> str:
 
 def interval(bounds: list[float] | None) -> str:
     return "" if not bounds else f"[{100 * bounds[0]:.1f}, {100 * bounds[1]:.1f}]"
+
+
+MARKDOWN_SPECIAL = "\\`*_[]<>|#!~"
+
+
+def markdown_literal(text: str) -> str:
+    """`text` as Markdown that renders as itself: special characters escaped, line breaks as spaces."""
+    out = "".join("\\" + c if c in MARKDOWN_SPECIAL else c for c in str(text))
+    return out.replace("\r", " ").replace("\n", " ")
+
+
+def _literal_values(value):
+    """Every string value (not dict keys) in results.json made a Markdown literal: the report's Markdown embeds
+    names users chose (data sets, models, shells, attacks) and must not let them format or link anything."""
+    if isinstance(value, str):
+        return markdown_literal(value)
+    if isinstance(value, dict):
+        return {k: _literal_values(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_literal_values(v) for v in value]
+    return value
+
+
+def fence(code: str) -> str:
+    """A Markdown code fence longer than any run of backticks inside `code`."""
+    return "`" * max(3, 1 + max((len(run) for run in re.findall("`+", code)), default=0))
 
 
 @dataclass
@@ -102,6 +129,24 @@ def _active_section(active: dict) -> Section:
     return section
 
 
+def model_title(label: str) -> str:
+    """A zoo model by its kind; a user's model by its class name (its full path is in Reproduce)."""
+    return f"user model {label.rsplit('.', 1)[-1]}" if "." in label else label
+
+
+def split_text(split) -> str:
+    """The data split's record as text ('source: …; points: …'), not a Python dict."""
+    if not isinstance(split, dict):
+        return str(split)
+    return "; ".join(f"{key.replace('_', ' ')}: {value}" for key, value in split.items()) or "not recorded"
+
+
+def unsteady_text(extras: dict) -> list[str]:
+    return [f"the {target} target answered differently to the same input on {len(points)} candidate(s) that were "
+            "misclassified once; they were not counted as breaks, and a shell that is random should declare "
+            "`randomized = True`" for target, points in extras.get("unsteady", {}).items()]
+
+
 def sections(results: dict, plots: dict[str, Path]) -> list[Section]:
     """The report's content, independent of the output format."""
     cfg = results["config"]
@@ -109,12 +154,16 @@ def sections(results: dict, plots: dict[str, Path]) -> list[Section]:
     stats = results.get("extras", {}).get("statistics", {})
     ci = stats.get("intervals", {})
     intro = Section(
-        f"Robustness report: {cfg.get('dataset', 'data')} / {cfg.get('model', 'model')} / shell {shell['kind']}",
+        f"Robustness report: {cfg.get('dataset', 'data')} / {model_title(cfg.get('model', 'model'))} / shell "
+        f"{shell['kind']}",
         [f"Threat: {threat['norm']} ε = {threat['eps']:g}, bounds {threat['bounds']}; shell "
          f"{shell['kind']} (radius {shell['radius']:g}"
          + (f", p = {shell['threshold']:g}" if shell.get("threshold") is not None else "")
          + f"); {results['n_points']} points; seed {cfg.get('seed', 0)}. "
-         f"Data split: {cfg.get('split', {})}.", headline(results)])
+         f"Data split: {split_text(cfg.get('split', {}))}.", headline(results)])
+    warned = [*results.get("extras", {}).get("probe", []), *unsteady_text(results.get("extras", {}))]
+    if warned:
+        intro.paragraphs.append("Warnings: " + " ".join(w.rstrip(".") + "." for w in warned))
     table = Section("The paper's view beside the truth", header=["", "base F", "shell G"])
     for label, key in [("clean accuracy", "clean_accuracy"),
                        ("attack success, transfer only (paper's Table 1)", "transfer_attack_success_rate"),
@@ -265,7 +314,7 @@ def to_markdown(parts: list[Section], directory: Path) -> str:
         for name, path in s.images:
             lines += [f"![{name}]({path.relative_to(directory).as_posix()})", ""]
         if s.code:
-            lines += ["```", s.code, "```", ""]
+            lines += [fence(s.code), s.code, fence(s.code), ""]
     return "\n".join(lines)
 
 
@@ -322,7 +371,11 @@ def write_report(directory: str | Path, results: dict | None = None) -> Path:
     if not os.access(directory, os.W_OK):
         raise PermissionError(f"{directory} is not writable; copy the run elsewhere to redraw its report")
     plots = write_plots(results, directory)
-    parts = sections(results, plots)
-    _write(directory / "report.md", to_markdown(parts, directory))
-    _write(directory / "report.html", to_html(parts))
+    command = results.get("config", {}).get("call", {}).get("command")
+    markdown = sections(_literal_values(results), plots)
+    for part in markdown:
+        if part.code is not None and command is not None:
+            part.code = command  # a code block shows its text as it is
+    _write(directory / "report.md", to_markdown(markdown, directory))
+    _write(directory / "report.html", to_html(sections(results, plots)))
     return directory / "report.md"

@@ -175,6 +175,9 @@ class EvaluationResult:
                                        "bounds": [threat.bounds.lower, threat.bounds.upper]},
                   "shell_parameters": describe_shell(shell)}
         extras = {"statistics": statistics([asdict(p) for p in points], n)}
+        unsteady = {t: store.unsteady(t) for t in kinds}
+        if any(unsteady.values()):
+            extras["unsteady"] = {t: points for t, points in unsteady.items() if points}
         if "x2" in batteries:
             _, doubled, _ = _summarise(store, "x2", batteries["x2"], kinds, correct, n)
             again = {t: _share(int(correct[t].sum()) - len(doubled[t]), n) for t in kinds}

@@ -261,6 +261,13 @@ class ResultStore:
             first.setdefault(point, attack)
         return first
 
+    def unsteady(self, target: str) -> list[int]:
+        """Points where a candidate was misclassified, in the ball and in bounds, yet not a break: a deterministic
+        target answered differently when it was queried again."""
+        rows = self.db.execute("SELECT DISTINCT point FROM rows WHERE target = ? AND success = 0 AND in_ball = 1 "
+                               "AND in_bounds = 1 AND misclassified = 1 ORDER BY point", (target,)).fetchall()
+        return [point for (point,) in rows]
+
     def rows(self, phase: str, target: str, attack: str) -> list[dict]:
         cursor = self.db.execute(
             "SELECT point, success, in_ball, in_bounds, misclassified, norm, queries, seconds "

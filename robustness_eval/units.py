@@ -17,7 +17,7 @@ from torch import nn
 
 from attacks.base import Attack
 from robustness_eval.types import Threat
-from robustness_eval.verify import verify
+from robustness_eval.verify import predict_labels, verify
 from robustness_eval.views import BaseModelView, ShellAwareView, ShellOracle
 from shells.base import IdentityShell
 
@@ -77,10 +77,14 @@ class UnitResult:
 
 def reseed_randomized(context: Context, seed: int) -> None:
     """Restart every randomized target's generator from `seed`, so a unit's answers depend on the unit
-    alone, not on which process ran it or what it ran before."""
+    alone, not on which process ran it or what it ran before. A randomized shell without `reseed` draws from
+    torch's global generator, which is seeded instead."""
     for shell in context.shells.values():
-        if getattr(shell, "randomized", False) and callable(getattr(shell, "reseed", None)):
-            shell.reseed(seed)
+        if getattr(shell, "randomized", False):
+            if callable(getattr(shell, "reseed", None)):
+                shell.reseed(seed)
+            else:
+                torch.manual_seed(seed)
 
 
 def view_for(attack: Attack, context: Context, target: str, n: int):
@@ -118,8 +122,13 @@ def execute_unit(context: Context, unit: Unit) -> UnitResult:
         x_adv, queries = x_adv[mine], queries[mine.to(queries.device)]
         shell = context.shells[target]
         verdict = verify(shell, x[points], x_adv, y[points], threat, repeats=repeats_for(shell))
+        success = verdict.success
+        if not getattr(shell, "randomized", False) and bool(success.any()):  # a break must reproduce
+            again = predict_labels(shell, x_adv[success]) != y[points][success]
+            success = success.clone()
+            success[success.nonzero().squeeze(1)[~again]] = False
         seconds = (time.perf_counter() - start) / len(points)
-        success, in_ball, in_bounds, wrong = (verdict.success.tolist(), verdict.in_ball.tolist(),
+        success, in_ball, in_bounds, wrong = (success.tolist(), verdict.in_ball.tolist(),
                                               verdict.in_bounds.tolist(), verdict.misclassified.tolist())
         norms, counts, adversarial = verdict.norm.tolist(), queries.tolist(), x_adv.detach().cpu()
         for j, point in enumerate(points.tolist()):

@@ -6,13 +6,9 @@ says what to pass instead (scikit-learn's habit). Inside the suite the values ar
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import torch
-from torch import nn
 
-from robustness_eval.modules import eval_mode
 from robustness_eval.types import Threat
 
 
@@ -50,51 +46,6 @@ def check_points(x, y, threat: Threat) -> tuple[torch.Tensor, torch.Tensor]:
                          f"(its values span [{low:g}, {high:g}]); rescale x or pass "
                          f"Threat(..., bounds=Bounds({low:g}, {high:g}))")
     return x, y.long()
-
-
-def check_model(model, x: torch.Tensor, y: torch.Tensor) -> int:
-    """The model returns one row of ≥ 2 logits per input; labels lie in range. Returns the class count.
-
-    A model in training mode is switched to eval mode, with a warning that says so.
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"`model` must be a torch.nn.Module returning logits (got {type(model).__name__})")
-    if model.training and not isinstance(model, torch.fx.GraphModule):
-        warnings.warn("`model` was in training mode; evaluate() switched it to eval mode (model.eval())",
-                      stacklevel=3)
-        eval_mode(model)
-    with torch.no_grad():
-        out = model(x[:2])
-    if not isinstance(out, torch.Tensor):
-        raise TypeError(f"`model` must return a tensor of logits (it returned {type(out).__name__})")
-    if out.dim() != 2 or out.shape[0] != min(2, len(x)):
-        raise ValueError(f"`model` must return logits of shape (batch, classes); for {min(2, len(x))} inputs it "
-                         f"returned shape {tuple(out.shape)}")
-    classes = int(out.shape[1])
-    if classes < 2:
-        raise ValueError(f"`model` must return at least 2 class logits per input (got {classes})")
-    low, high = int(y.min()), int(y.max())
-    if low < 0 or high >= classes:
-        raise ValueError(f"`y` holds labels in [{low}, {high}] but the model has {classes} classes; "
-                         f"labels must lie in [0, {classes - 1}]")
-    return classes
-
-
-def check_shell(shell, model: nn.Module, x: torch.Tensor, classes: int) -> None:
-    """The shell is a module around the same model object, returning one probability row per input."""
-    if not isinstance(shell, nn.Module):
-        raise TypeError(f"`shell` must be a torch.nn.Module (a shell) or a factory(model, **options) "
-                        f"(got {type(shell).__name__})")
-    wrapped = getattr(shell, "base_model", None)
-    if wrapped is not None and wrapped is not model:
-        raise ValueError("`shell` wraps a different model object than `model`; build the shell around the "
-                         "model you evaluate (or pass a factory and let evaluate() build it)")
-    with torch.no_grad():
-        out = shell(x[:2])
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (min(2, len(x)), classes):
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"`shell` must return class probabilities of shape (batch, {classes}); "
-                         f"it returned {shape}")
 
 
 def check_flag(value, argument: str) -> bool:

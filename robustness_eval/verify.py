@@ -33,9 +33,9 @@ class Verification:
 
 
 def predict_labels(target: nn.Module, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-    """The target's labels for `x`, evaluated in chunks."""
+    """The target's labels for `x`, evaluated in chunks (each a copy, so a target cannot edit `x`)."""
     with torch.no_grad():
-        return torch.cat([target(x[i : i + chunk]).argmax(dim=1) for i in range(0, len(x), chunk)])
+        return torch.cat([target(x[i : i + chunk].clone()).argmax(dim=1) for i in range(0, len(x), chunk)])
 
 
 def verify(target: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,

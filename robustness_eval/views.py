@@ -66,7 +66,7 @@ class ShellOracle:
             )
         self.queries += cost
         with torch.no_grad():
-            return self._shell(x.detach())
+            return self._shell(x.detach().clone())
 
     def labels(self, x: torch.Tensor, point_index: torch.Tensor) -> torch.Tensor:
         """The shell's decisions for rows `x` (decision-based access; same cost)."""
@@ -88,19 +88,19 @@ class ShellAwareView(BaseModelView):
 
     def per_class_search(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The shell's own per-class search points (B, C, *input) and confidences as log-odds (B, C)."""
-        return self._shell.per_class_search(x)
+        return self._shell.per_class_search(x.clone())
 
     def search(self, x: torch.Tensor) -> torch.Tensor:
         """The shell's search point z* = H(x)."""
-        return self._shell.search(x)
+        return self._shell.search(x.clone())
 
     def sample_points(self, x: torch.Tensor) -> torch.Tensor:
         """One query's random neighbours (B, samples, *input), for randomized shells."""
         if not hasattr(self._shell, "sample_points"):
             raise TypeError(f"the {self.shell_kind} shell does not sample neighbours")
-        return self._shell.sample_points(x)
+        return self._shell.sample_points(x.clone())
 
     def shell_probs(self, x: torch.Tensor) -> torch.Tensor:
         """G(x) (no gradient)."""
         with torch.no_grad():
-            return self._shell(x.detach())
+            return self._shell(x.detach().clone())
