@@ -47,9 +47,6 @@ class PCAShell(Shell):
                                                                                    self.bounds.upper)
         return torch.minimum(torch.maximum(projected, x - self.radius), x + self.radius)
 
-    def describe(self) -> dict:
-        return {**super().describe(), "components": self.components}
-
 
 def build(model: nn.Module, delta: float, bounds: Bounds = Bounds()) -> PCAShell:
     """The factory the suite calls as build(model, delta=..., bounds=...)."""

@@ -33,9 +33,6 @@ class SqueezeShell(Shell):
         squeezed = self.bounds.lower + torch.round(unit * (self.levels - 1)) / (self.levels - 1) * self.bounds.width
         return torch.minimum(torch.maximum(squeezed, x - self.radius), x + self.radius)
 
-    def describe(self) -> dict:
-        return {**super().describe(), "levels": self.levels}
-
 
 def build(model: nn.Module, delta: float, bounds: Bounds = Bounds()) -> SqueezeShell:
     """The factory the suite calls as build(model, delta=..., bounds=...); it takes no p, norm or seed."""

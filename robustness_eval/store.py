@@ -77,13 +77,26 @@ def _unblob(blob: bytes, shape: tuple[int, ...]) -> torch.Tensor:
 def compare_configs(stored: dict, config: dict, directory, volatile: tuple[str, ...] = ("call", "versions")) -> None:
     """Raise ConfigMismatchError naming every key (but `volatile` ones) whose value differs."""
     config = json.loads(json.dumps(config))
-    differ = sorted(key for key in set(stored) | set(config)
-                    if key not in volatile and stored.get(key) != config.get(key))
+    differ = _differences({k: v for k, v in stored.items() if k not in volatile},
+                          {k: v for k, v in config.items() if k not in volatile})
     if differ:
-        detail = "; ".join(f"{k}: stored {_short(stored.get(k))}, now {_short(config.get(k))}" for k in differ)
+        detail = "; ".join(f"{k}: stored {_short(old)}, now {_short(new)}" for k, (old, new) in differ.items())
+        differ = list(differ)
         raise ConfigMismatchError(
             f"cannot resume {directory}: the run there has a different configuration ({', '.join(differ)} differ: "
             f"{detail}); rerun with the stored settings or choose another output directory")
+
+
+def _differences(stored: dict, config: dict, prefix: str = "") -> dict[str, tuple]:
+    """Every key whose value differs, nested dicts by dotted path ('shell_parameters.alpha')."""
+    differ = {}
+    for key in sorted(set(stored) | set(config)):
+        old, new = stored.get(key), config.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            differ.update(_differences(old, new, f"{prefix}{key}."))
+        elif old != new:
+            differ[f"{prefix}{key}"] = (old, new)
+    return differ
 
 
 def _short(value, limit: int = 80) -> str:

@@ -14,11 +14,18 @@ offers is declared as *capabilities*, and attacks are matched to shells by them,
 `capabilities(shell)` derives them from what the shell implements; a shell may declare its own
 set in the class attribute `capabilities`. `rebuild(model, **options)` builds the same shell
 around another model (the active test and the δ → 0 ablation need it).
+
+A subclass's constructor arguments are recorded once, when it is built (`shell_arguments`), and
+both `describe()` (what a run's config binds, so a resume with any other argument is refused) and
+`rebuild()` are derived from that record; `option_parameters` names the constructor parameter a
+suite option (delta, p, norm, bounds, seed, search_dtype) sets where the names differ.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+import functools
+import inspect
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -30,12 +37,69 @@ CAPABILITIES = ("search", "per-class-search", "ball-ascent", "sampling", "determ
 SHELL_OPTIONS = ("delta", "p", "norm", "bounds", "seed", "search_dtype")
 
 
+def _recording(init):
+    """`init`, recording its bound arguments (defaults applied, the model left out) as `shell_arguments`
+    once the outermost constructor of the instance's class has finished."""
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def recorded_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        if type(self).__init__ is not recorded_init:  # a subclass's constructor records its own arguments
+            return
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        arguments = {}
+        for position, (name, value) in enumerate(bound.arguments.items()):
+            kind = signature.parameters[name].kind
+            if position < 2:  # self and the base model
+                continue
+            if kind is inspect.Parameter.VAR_KEYWORD:
+                arguments.update(value)
+            elif kind is not inspect.Parameter.VAR_POSITIONAL:
+                arguments[name] = value
+        self.shell_arguments = arguments
+
+    return recorded_init
+
+
+def plain(value: Any):
+    """A constructor argument as JSON data: enums by value, bounds as [lower, upper], a shell by its
+    description, another module or tensor by class and content hash."""
+    from robustness_eval.zoo import model_hash
+
+    if isinstance(value, Norm):
+        return value.value
+    if isinstance(value, Bounds):
+        return [value.lower, value.upper]
+    if isinstance(value, Shell):
+        return value.describe()
+    if isinstance(value, nn.Module):
+        return {"module": f"{type(value).__module__}.{type(value).__qualname__}", "hash": model_hash(value)}
+    if isinstance(value, torch.Tensor):
+        return {"tensor": list(value.shape), "hash": model_hash(nn.ParameterList([nn.Parameter(value.detach())]))}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return repr(value)
+
+
 class Shell(nn.Module):
     """Base class: subclasses implement `search` (deterministic factor shells) or `forward`."""
 
     kind: ClassVar[str] = "abstract"
     randomized: ClassVar[bool] = False
     capabilities: ClassVar[frozenset[str] | None] = None  # None: derived by `capabilities(shell)`
+    option_parameters: ClassVar[dict[str, str]] = {}  # suite option → constructor parameter, where they differ
+    shell_arguments: dict[str, Any]
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _recording(cls.__dict__["__init__"])
 
     def __init__(self, model: nn.Module, norm: Norm | str = Norm.LINF,
                  bounds: Bounds = Bounds()) -> None:
@@ -61,14 +125,29 @@ class Shell(nn.Module):
             return torch.softmax(self.base_model(z), dim=1)
 
     def rebuild(self, model: nn.Module, **options) -> Shell:
-        """The same shell around `model`; `options` (delta, p, norm, bounds, seed) override."""
-        raise NotImplementedError(f"{type(self).__name__} cannot rebuild itself around another model; "
-                                  "pass a factory(model, **options) instead of an instance")
+        """The same shell around `model`, from its recorded constructor arguments; `options` (delta, p, norm,
+        bounds, seed, search_dtype) override the parameters they set, and a shell passed as an argument is
+        rebuilt around `model` too."""
+        if not hasattr(self, "shell_arguments"):
+            raise NotImplementedError(f"{type(self).__name__} cannot rebuild itself around another model; "
+                                      "pass a factory(model, **options) instead of an instance")
+        arguments = dict(self.shell_arguments)
+        for option, value in options.items():
+            name = self.option_parameters.get(option, option)
+            if name in arguments:
+                arguments[name] = value
+        for name, value in arguments.items():
+            if isinstance(value, Shell):
+                arguments[name] = value.rebuild(model, **options)
+        return type(self)(model, **arguments)
 
     def describe(self) -> dict:
-        """The shell's public parameters, as they appear in a run's config."""
-        return {"kind": self.kind, "norm": self.norm.value, "radius": self.radius,
-                "threshold": self.threshold, "randomized": self.randomized}
+        """The shell's public parameters and every constructor argument, as a run's config binds them."""
+        described = {"kind": self.kind, "norm": self.norm.value, "radius": self.radius,
+                     "threshold": self.threshold, "randomized": self.randomized}
+        for name, value in getattr(self, "shell_arguments", {}).items():
+            described.setdefault(name, plain(value))
+        return described
 
 
 def capabilities(shell: nn.Module) -> frozenset[str]:
@@ -91,9 +170,12 @@ def capabilities(shell: nn.Module) -> frozenset[str]:
 
 
 def can_rebuild(shell: nn.Module) -> bool:
-    """Whether `shell` overrides `rebuild`, so the suite can build it around another model."""
+    """Whether the suite can build `shell` around another model: a `Shell` with recorded arguments, or any
+    module with its own `rebuild`."""
     method = getattr(type(shell), "rebuild", None)
-    return callable(method) and method is not Shell.rebuild
+    if isinstance(shell, Shell) and method is Shell.rebuild:
+        return hasattr(shell, "shell_arguments")
+    return callable(method)
 
 
 class IdentityShell(Shell):
@@ -102,8 +184,8 @@ class IdentityShell(Shell):
     kind = "none"
     capabilities = frozenset({"deterministic"})  # its trivial search offers attacks nothing
 
+    def __init__(self, model: nn.Module, norm: Norm | str = Norm.LINF, bounds: Bounds = Bounds()) -> None:
+        super().__init__(model, norm, bounds)
+
     def search(self, x: torch.Tensor) -> torch.Tensor:
         return x.detach().clone()
-
-    def rebuild(self, model: nn.Module, **options) -> IdentityShell:
-        return IdentityShell(model, options.get("norm", self.norm), options.get("bounds", self.bounds))

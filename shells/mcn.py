@@ -75,17 +75,6 @@ class MCNShell(Shell):
         self.search_dtype = search_dtype
         self._patterns: dict[tuple, torch.Tensor] = {}
 
-    def describe(self) -> dict:
-        return {**super().describe(), "steps": self.steps, "restarts": self.restarts,
-                "objective": self.objective, "step_size": self.step_size, "search_dtype": self.search_dtype}
-
-    def rebuild(self, model: nn.Module, **options) -> MCNShell:
-        return type(self)(model, options.get("delta", self.radius), options.get("norm", self.norm),
-                          options.get("bounds", self.bounds), steps=self.steps, restarts=self.restarts,
-                          step_size=self.step_size, objective=self.objective, chunk_rows=self.chunk_rows,
-                          seed=options.get("seed", self.seed),
-                          search_dtype=options.get("search_dtype", self.search_dtype))
-
     def restart_pattern(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
         """Unit-radius start offsets, one per restart (the first is zero)."""
         key = (shape, like.dtype, like.device)

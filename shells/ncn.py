@@ -20,6 +20,8 @@ attacks that need a per-class search (min-max) then apply to it as to MCN.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
@@ -54,6 +56,7 @@ class NCNShell(Shell):
     """
 
     kind = "ncn"
+    option_parameters: ClassVar[dict[str, str]] = {"delta": "max_radius"}
 
     def __init__(self, model: nn.Module, p: float = 0.9, norm: Norm | str = Norm.LINF,
                  bounds: Bounds = Bounds(), max_radius: float = 0.5, method: str = "bisection",
@@ -75,18 +78,6 @@ class NCNShell(Shell):
                             seed=seed, search_dtype=search_dtype)
         self.search_dtype = search_dtype
         self.last_infeasible: torch.Tensor | None = None
-
-    def describe(self) -> dict:
-        return {**super().describe(), "method": self.method, "steps": self.steps,
-                "rounds": self.rounds, "max_radius": self.radius, "search_dtype": self.search_dtype}
-
-    def rebuild(self, model: nn.Module, **options) -> NCNShell:
-        return type(self)(model, options.get("p", self.threshold), options.get("norm", self.norm),
-                          options.get("bounds", self.bounds), max_radius=options.get("delta", self.radius),
-                          method=self.method, steps=self.steps, rounds=self.rounds, alpha=self.alpha,
-                          growth=self.growth, lr=self.lr, restarts=self.restarts,
-                          seed=options.get("seed", self.seed),
-                          search_dtype=options.get("search_dtype", self.search_dtype))
 
     @property
     def capabilities(self) -> frozenset[str]:

@@ -7,6 +7,8 @@ Draws come from the shell's own generator, so a seed fixes the whole sequence of
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
@@ -31,6 +33,7 @@ class VoteShell(Shell):
 
     kind = "vote"
     randomized = True
+    option_parameters: ClassVar[dict[str, str]] = {"delta": "radius"}
 
     def __init__(self, model: nn.Module, radius: float, norm: Norm | str = Norm.LINF,
                  bounds: Bounds = Bounds(), samples: int = 32, around_mcn: MCNShell | None = None,
@@ -45,16 +48,6 @@ class VoteShell(Shell):
         """Restart the shell's random sequence from `seed`."""
         self.seed = seed
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
-
-    def describe(self) -> dict:
-        return {**super().describe(), "samples": self.samples,
-                "around_mcn": self.around_mcn is not None}
-
-    def rebuild(self, model: nn.Module, **options) -> VoteShell:
-        around = self.around_mcn.rebuild(model, **options) if self.around_mcn is not None else None
-        return type(self)(model, options.get("delta", self.radius), options.get("norm", self.norm),
-                          options.get("bounds", self.bounds), samples=self.samples, around_mcn=around,
-                          seed=options.get("seed", self.seed))
 
     def sample_points(self, x: torch.Tensor) -> torch.Tensor:
         """The draws of one query: shape (B, samples, *input)."""

@@ -204,17 +204,6 @@ def test_eot_on_a_search_shell_averages_bpda_over_input_noise(clean, digits_stan
     assert verify(shell, x, out.x_adv, y, threat).success.float().mean() >= 0.9
 
 
-def test_every_attack_docstring_names_paper_threat_view_and_budget():
-    import inspect
-
-    for name, cls in ATTACKS.items():
-        text = inspect.getmodule(cls).__doc__ or ""
-        for word in ("Paper", "Threat", "View", "Budget", "default"):
-            assert word.lower() in text.lower(), f"{name}'s module docstring lacks '{word}'"
-
-
-
-
 def test_minmax_runs_on_ncn_and_breaks_a_point_transfer_and_lookahead_miss(digits, digits_standard):
     """NCN by bisection offers a per-class search (MCN's at each point's own radius), so min-max applies to it.
 

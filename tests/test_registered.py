@@ -1,0 +1,149 @@
+"""Table-driven tests over every registered attack and shell, built-in or added by entry point.
+
+The tables are read from the registries when the tests are collected, as Foolbox's tests walk
+its attacks and torchattacks' walk `__all__`: a new attack or shell is tested the moment it is
+registered. The conftest puts a third-party package (tests/plugin) on sys.path, whose entry
+points add one attack and one shell, and the first test checks that the tables hold them.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+
+import robustness_eval
+from attacks.registry import ATTACKS, attack_classes
+from robustness_eval.results import describe_shell
+from robustness_eval.store import ConfigMismatchError, compare_configs
+from robustness_eval.types import Bounds, Norm, Threat
+from robustness_eval.views import BaseModelView, ShellAwareView, ShellOracle
+from shells import MCNShell, NCNShell, Shell, VoteShell, capabilities
+from shells.registry import BUILT_IN, build_shell, shell_factories
+
+ATTACK_NAMES = sorted(attack_classes())
+SHELL_NAMES = sorted(shell_factories())
+SMALL_BUDGETS = {"hsj": 30, "boundary": 30, "square": 6, "square-t": 6, "spsa": 8}
+
+
+def test_the_tables_hold_every_registered_attack_and_shell_including_entry_points():
+    assert set(ATTACKS) <= set(ATTACK_NAMES) and set(BUILT_IN) <= set(SHELL_NAMES)
+    assert "plugin-sign-pgd" in ATTACK_NAMES and "plugin-blur" in SHELL_NAMES
+
+
+def _target_for(attack, model) -> Shell:
+    """A shell offering what `attack` needs: MCN (search, per-class search, ball ascent), else a vote."""
+    for shell in (MCNShell(model, 0.1, steps=2), VoteShell(model, 0.1, samples=4)):
+        if attack.skip_reason(capabilities(shell)) is None:
+            return shell
+    raise AssertionError(f"{attack.name} applies to neither MCN nor a vote shell")
+
+
+def _view(attack, model, shell, n: int):
+    if attack.view == "base":
+        return BaseModelView(model, Bounds())
+    if attack.view == "oracle":
+        return ShellOracle(shell, n, attack.budget)
+    return ShellAwareView(model, shell, Bounds())
+
+
+@pytest.mark.parametrize("name", ATTACK_NAMES)
+def test_every_attack_returns_candidates_in_the_ball_and_bounds_reproducibly(name, digits, digits_adversarial):
+    cls = attack_classes()[name]
+    attack = cls(budget=SMALL_BUDGETS.get(name, 3))
+    x, y = digits.x_test[:4], digits.y_test[:4]
+    threat = Threat("linf", 0.1)
+    runs = []
+    for _ in range(2):
+        shell = _target_for(attack, digits_adversarial)
+        out = attack(_view(attack, digits_adversarial, shell, len(y)), x, y, threat, seed=3)
+        runs.append(out)
+        assert out.x_adv.shape == x.shape and out.x_adv.dtype == x.dtype and out.x_adv.device == x.device
+        assert float((out.x_adv - x).abs().max()) <= threat.eps + 1e-5
+        assert float(out.x_adv.min()) >= -1e-6 and float(out.x_adv.max()) <= 1 + 1e-6
+        assert out.queries.shape == (len(y),) and bool((out.queries >= 0).all())
+    assert torch.equal(runs[0].x_adv, runs[1].x_adv), f"{name} gave other candidates for the same seed"
+
+
+@pytest.mark.parametrize("name", ATTACK_NAMES)
+def test_every_attack_at_zero_eps_returns_the_points_themselves(name, digits, digits_adversarial):
+    attack = attack_classes()[name](budget=SMALL_BUDGETS.get(name, 3))
+    x, y = digits.x_test[:3], digits.y_test[:3]
+    shell = _target_for(attack, digits_adversarial)
+    out = attack(_view(attack, digits_adversarial, shell, len(y)), x, y, Threat("linf", 0.0), seed=0)
+    assert torch.equal(out.x_adv, x)
+
+
+@pytest.mark.parametrize("name", ATTACK_NAMES)
+def test_every_attack_module_docstring_names_paper_threat_view_and_budget(name):
+    text = (inspect.getmodule(attack_classes()[name]).__doc__ or "").lower()
+    for word in ("paper", "threat", "view", "budget", "default"):
+        assert word in text, f"{name}'s module docstring lacks '{word}'"
+
+
+# shells: every constructor argument recorded once, bound to the store, rebuilt ------------------------
+
+STRING_ALTERNATIVES = {"logprob": "cw", "cw": "logprob", "bisection": "penalty", "penalty": "bisection",
+                       "float32": "bfloat16", "bfloat16": "float32", "linf": "l2", "l2": "linf"}
+
+
+def _another(name: str, value, model):
+    """A valid value other than `value` for the constructor argument `name`."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float):
+        return value / 2 if 0 < value < 1 else value * 2 + 0.1
+    if isinstance(value, Norm):
+        return Norm.L2 if value is Norm.LINF else Norm.LINF
+    if isinstance(value, Bounds):
+        return Bounds(value.lower, value.upper + 1.0)
+    if isinstance(value, str):
+        return STRING_ALTERNATIVES[value]
+    if value is None:
+        return MCNShell(model, 0.05, steps=2) if "mcn" in name else 0.01
+    if isinstance(value, Shell):
+        return None
+    raise AssertionError(f"no other value for argument {name}={value!r}: add one to the test's table")
+
+
+def _built(name: str, model) -> Shell:
+    return build_shell(name, model, "linf", Bounds(), 0.1)
+
+
+@pytest.mark.parametrize("name", SHELL_NAMES)
+def test_every_shell_binds_every_constructor_argument_so_a_resume_with_another_is_refused(name, digits_adversarial):
+    shell = _built(name, digits_adversarial)
+    assert isinstance(shell, Shell), f"{name} is not a Shell subclass: it records no arguments"
+    stored = {"shell_parameters": describe_shell(shell)}
+    assert shell.shell_arguments, f"{name} recorded no constructor arguments"
+    for argument, value in shell.shell_arguments.items():
+        changed = type(shell)(digits_adversarial, **{**shell.shell_arguments,
+                                                    argument: _another(argument, value, digits_adversarial)})
+        with pytest.raises(ConfigMismatchError, match=rf"shell_parameters\.{argument}\b"):
+            compare_configs(stored, {"shell_parameters": describe_shell(changed)}, "run")
+
+
+@pytest.mark.parametrize("name", SHELL_NAMES)
+def test_every_shell_rebuilds_to_itself_and_takes_the_suites_options(name, digits_adversarial, digits_standard):
+    shell = _built(name, digits_adversarial)
+    again = shell.rebuild(digits_standard)
+    assert again.base_model is digits_standard and describe_shell(again) == describe_shell(shell)
+    at_zero = shell.rebuild(digits_adversarial, delta=0.0)
+    assert at_zero.radius == 0.0 and describe_shell(at_zero)["kind"] == describe_shell(shell)["kind"]
+
+
+def test_a_resume_of_an_ncn_run_with_another_alpha_is_refused_naming_the_key(digits, digits_adversarial, tmp_path):
+    def run(alpha: float):
+        shell = NCNShell(digits_adversarial, 0.9, max_radius=0.1, method="penalty", steps=2, alpha=alpha)
+        return robustness_eval.evaluate(digits_adversarial, shell, (digits.x_test[:4], digits.y_test[:4]),
+                                        Threat("linf", 0.1), attacks="pgd", budgets={"pgd": 2}, n_points=None,
+                                        convergence=False, crosscheck=False, sanity_checks=False, escalation=False,
+                                        store_dir=tmp_path)
+
+    run(10.0)
+    with pytest.raises(ConfigMismatchError, match=r"shell_parameters\.alpha: stored 10\.0, now 20\.0"):
+        run(20.0)
+    assert run(10.0).n_points == 4
