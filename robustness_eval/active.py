@@ -32,7 +32,7 @@ from torch import nn
 from robustness_eval.ascent import input_gradient
 from robustness_eval.backends import LocalBackend, RayBackend
 from robustness_eval.runner import run_battery
-from robustness_eval.stats import clopper_pearson
+from robustness_eval.stats import ACTIVE_PASS_SHARE, clopper_pearson
 from robustness_eval.types import Norm, Threat
 from robustness_eval.verify import verify
 from shells.base import Shell
@@ -42,7 +42,7 @@ PLANTS = {"on-gradient": 120, "orthogonal": 60, "other-class": 60, "subspace": 6
 HELD_OUT = ("subspace",)  # constructions the battery was never tuned on
 SUBSPACE_SHARE = 0.25  # the share of coordinates a subspace plant uses
 OFF_GRADIENT = CONSTRUCTIONS[1:]
-PASS_SHARE = 0.95
+PASS_SHARE = ACTIVE_PASS_SHARE
 SLOPE_SHARE = 0.1  # the off-gradient slope's per-coordinate size, as a share of F's mean |∂margin/∂x|
 
 

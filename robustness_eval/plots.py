@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-from robustness_eval.results import EXAMPLES_NAME, load_examples
+from robustness_eval.example_file import EXAMPLES_NAME, load_examples
 from robustness_eval.store import DB_NAME, ResultStore
 
 

@@ -14,9 +14,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from robustness_eval.active import PASS_SHARE as ACTIVE_PASS_SHARE
 from robustness_eval.plots import write_plots
-from robustness_eval.stats import clopper_pearson
+from robustness_eval.stats import ACTIVE_PASS_SHARE, clopper_pearson
 
 
 def pct(value: float | None) -> str:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from scipy.stats import binomtest
 
+ACTIVE_PASS_SHARE = 0.95  # the share of planted adversarial examples the battery must find (the active test's bar)
+
 
 def clopper_pearson(successes: int, trials: int, level: float = 0.95) -> list[float]:
     """The exact (Clopper–Pearson) interval for a binomial proportion."""
