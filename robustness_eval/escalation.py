@@ -44,13 +44,11 @@ from robustness_eval.backends import LocalBackend, RayBackend
 from robustness_eval.runner import run_more, summarise
 from robustness_eval.sanity import trace_shape
 from robustness_eval.store import ResultStore
-from robustness_eval.types import Threat
+from robustness_eval.types import ADAPTIVE_KINDS, BLACK_BOX_KINDS, GRADIENT_KINDS, AttackKind, Threat, breaks_of, ladder
 from shells.base import capabilities
 
-GRADIENT_KINDS = ("transfer", "shell-aware", "bpda", "eot")
 ZERO_GRADIENT_SHARE = 0.05
 STOP_PP = 0.5
-ADAPTIVE_KINDS = ("shell-aware", "bpda", "eot")
 STEEP_SHARE = 0.05  # the last adaptive attack with breaks broke at least this share of what it attacked
 TIME_CAP_SECONDS = 600.0
 
@@ -103,18 +101,17 @@ def indicators(results: dict, diagnostics: dict, unbounded: dict | None, target:
         share = diag["zero_gradient_share"] + diag["nonfinite_gradient_share"]
         if share >= ZERO_GRADIENT_SHARE:
             fired.append(f"zero or non-finite input gradients on {share:.0%} of the points")
-    ladder = [a for a in results["attacks"] if a["target"] == target]
-    for rung in ladder:
+    rungs = ladder(results, target)
+    for rung in rungs:
         problem = trace_shape(rung["loss_trace"]) if rung["kind"] in GRADIENT_KINDS and rung["attacked"] else None
         if problem in ("non-finite", "flat", "still rising at its end"):
             fired.append(f"loss trace of {rung['name']} {problem}")
-    blind = ("score-based", "decision-based") + (("baseline",) if target == "base" else ())
-    extra = sum(a["new_breaks"] for a in ladder if a["kind"] in blind)
+    extra = breaks_of(rungs, BLACK_BOX_KINDS | ({AttackKind.BASELINE} if target == "base" else set()))
     if extra:
         fired.append(f"black-box or noise attacks broke {extra} point(s) the white-box attacks left")
     if unbounded and unbounded.get(target, 1.0) < 1.0:
         fired.append(f"the unbounded attack succeeds on only {unbounded[target]:.0%} of the points")
-    breaking = [a for a in ladder if a["kind"] in ADAPTIVE_KINDS and a["new_breaks"]]
+    breaking = [a for a in rungs if a["kind"] in ADAPTIVE_KINDS and a["new_breaks"]]
     if breaking and breaking[-1]["new_breaks"] >= STEEP_SHARE * breaking[-1]["attacked"]:
         last = breaking[-1]
         fired.append(f"the ladder is still falling steeply: {last['name']}, the last adaptive attack with breaks, "

@@ -13,6 +13,7 @@ import torch
 
 from robustness_eval.example_file import EXAMPLES_NAME, load_examples
 from robustness_eval.store import DB_NAME, ResultStore
+from robustness_eval.types import BLACK_BOX_KINDS
 
 
 def write_plots(results: dict, directory: Path) -> dict[str, Path]:
@@ -59,7 +60,7 @@ def _sweep_plot(sweep: list[dict], axis: str, other: str, path: Path) -> Path:
 
 def _queries_plot(results: dict, directory: Path, path: Path) -> Path | None:
     names = [a["name"] for a in results["attacks"]
-             if a["target"] == "shell" and a["kind"] in ("score-based", "decision-based") and a["attacked"]]
+             if a["target"] == "shell" and a["kind"] in BLACK_BOX_KINDS and a["attacked"]]
     if not names:
         return None
     store = ResultStore.reader(directory)

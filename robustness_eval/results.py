@@ -17,7 +17,7 @@ import torch
 
 from robustness_eval.example_file import EXAMPLES_NAME, save_examples
 from robustness_eval.stats import statistics
-from robustness_eval.types import AttackKind, Threat
+from robustness_eval.types import AttackKind, Threat, breaks_of, ladder
 from shells.base import IdentityShell, capabilities
 
 
@@ -168,7 +168,13 @@ class EvaluationResult:
                    adversarial=adversarial)
 
     def ladder(self, target: str) -> list[dict]:
-        return [a for a in self.attacks if a["target"] == target]
+        """The rungs of one target ('base' or 'shell'), in battery order."""
+        return ladder({"attacks": self.attacks}, target)
+
+    def breaks_by_kind(self, target: str) -> dict[AttackKind, int]:
+        """New breaks on `target` per attack kind (every kind, zero where none)."""
+        rungs = self.ladder(target)
+        return {kind: breaks_of(rungs, {kind}) for kind in AttackKind}
 
     def to_json(self) -> dict:
         data = {key: value for key, value in self.__dict__.items() if key not in ("adversarial", "examples")}

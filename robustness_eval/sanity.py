@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from robustness_eval.runner import run_battery
-from robustness_eval.types import Norm, Threat
+from robustness_eval.types import ADAPTIVE_KINDS, BLACK_BOX_KINDS, AttackKind, Norm, Threat, breaks_of, ladder
 from robustness_eval.verify import predict_labels
 
 
@@ -27,10 +27,6 @@ class SanityVerdict:
     meaning: str
     action: str = ""
     values: dict = field(default_factory=dict)
-
-
-def _ladder(results: dict, target: str) -> list[dict]:
-    return [a for a in results["attacks"] if a["target"] == target]
 
 
 def unbounded_attack(model: nn.Module, shell, x: torch.Tensor, y: torch.Tensor, threat: Threat,
@@ -104,8 +100,7 @@ def monotone_in_eps(results: dict) -> SanityVerdict:
 
 def blackbox_vs_whitebox(results: dict) -> SanityVerdict:
     """On F, black-box attacks must not break points the white-box attacks left standing."""
-    extra = sum(a["new_breaks"] for a in _ladder(results, "base")
-                if a["kind"] in ("score-based", "decision-based", "baseline"))
+    extra = breaks_of(ladder(results, "base"), BLACK_BOX_KINDS | {AttackKind.BASELINE})
     status = "pass" if extra == 0 else "warn"
     return SanityVerdict("white-box beats black-box on F", status,
                          f"points of F broken only by black-box or noise attacks: {extra}",
@@ -129,10 +124,10 @@ def convergence(results: dict) -> SanityVerdict:
 
 def noise_vs_attacks(results: dict) -> SanityVerdict:
     """Random noise at ε should break fewer points than the attacks do."""
-    ladder = [a for a in results["attacks"] if a["target"] == "shell"]
-    noise = sum(a["new_breaks"] for a in ladder if a["kind"] == "baseline")
-    attacks = sum(a["new_breaks"] for a in ladder if a["kind"] != "baseline")
-    if not any(a["kind"] == "baseline" for a in ladder):
+    rungs = ladder(results, "shell")
+    noise = breaks_of(rungs, {AttackKind.BASELINE})
+    attacks = breaks_of(rungs, set(AttackKind) - {AttackKind.BASELINE})
+    if not any(a["kind"] == AttackKind.BASELINE for a in rungs):
         return SanityVerdict("attacks beat random noise", "not run", "no noise baseline in the battery", "", "")
     status = "pass" if noise < max(attacks, 1) else "fail"
     return SanityVerdict("attacks beat random noise", status,
@@ -164,8 +159,8 @@ def loss_traces(results: dict) -> list[SanityVerdict]:
     gradients (Pintor et al.: unavailable gradients); a trace still rising at the end means incomplete
     optimization."""
     verdicts = []
-    for a in _ladder(results, "shell"):
-        if a["kind"] not in ("bpda", "shell-aware", "eot") or len(a["loss_trace"]) < 3:
+    for a in ladder(results, "shell"):
+        if a["kind"] not in ADAPTIVE_KINDS or len(a["loss_trace"]) < 3:
             continue
         trace = a["loss_trace"]
         total = trace[-1] - trace[0]

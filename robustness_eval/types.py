@@ -39,6 +39,22 @@ class AttackKind(enum.StrEnum):
     DECISION_BASED = "decision-based"
 
 
+# the groups of kinds every indicator and plot reads (members compare equal to results.json's strings)
+GRADIENT_KINDS = frozenset({AttackKind.TRANSFER, AttackKind.SHELL_AWARE, AttackKind.BPDA, AttackKind.EOT})
+ADAPTIVE_KINDS = frozenset({AttackKind.SHELL_AWARE, AttackKind.BPDA, AttackKind.EOT})
+BLACK_BOX_KINDS = frozenset({AttackKind.SCORE_BASED, AttackKind.DECISION_BASED})
+
+
+def ladder(results: dict, target: str) -> list[dict]:
+    """The rungs of one target ('base' or 'shell') in a results.json dict, in battery order."""
+    return [rung for rung in results["attacks"] if rung["target"] == target]
+
+
+def breaks_of(rungs: list[dict], kinds: frozenset[AttackKind] | set) -> int:
+    """New breaks of the rungs whose attack kind is in `kinds`."""
+    return sum(rung["new_breaks"] for rung in rungs if rung["kind"] in kinds)
+
+
 @dataclass(frozen=True)
 class Bounds:
     """The box every valid input lies in (e.g. [0, 1] for images)."""
