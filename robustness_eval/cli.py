@@ -13,6 +13,8 @@ import time
 import warnings
 from pathlib import Path
 
+from robustness_eval.options import add_flags
+
 CODE_NOTE = ("Loading module:factory, file.py:factory, TorchScript or export files runs their code "
              "with your rights: only load files you trust.")
 
@@ -47,60 +49,11 @@ def _parser() -> argparse.ArgumentParser:
                                      "optional; precedence: defaults < --config FILE < flags.",
                          epilog=CODE_NOTE)
     run.add_argument("--config", default=None, help="TOML file with any of the keys below")
-    run.add_argument("--data", "--dataset", dest="data",
-                     help="digits (default), mnist, synthetic, cifar10, a file.npz (x, y, optional lower/upper), "
-                          "module:factory or path/to/file.py:factory returning a Dataset or (x, y)")
-    run.add_argument("--data-dir", help="directory for mnist (IDX layout; default ../shared/data/mnist) or cifar10")
-    run.add_argument("--model", help="zoo model adversarial (default) or standard; module:factory, "
-                                     "path/to/file.py:factory, a TorchScript or .pt2 export file, or a weights "
-                                     "file with --arch")
-    run.add_argument("--arch", help="module:factory building the architecture a --model weights file fits")
-    run.add_argument("--shell", help="mcn (default), ncn, vote, none, a registered shell, or module:factory / "
-                                     "path/to/file.py:factory called as factory(model, delta=, p=, norm=, bounds=, "
-                                     "seed=) (it may take only those it uses)")
-    run.add_argument("--norm", help="linf (default) or l2")
-    run.add_argument("--eps", help="attack radius ε, or a comma list for an ε sweep (default 0.1)")
-    run.add_argument("--delta", help="shell radius δ (NCN: its radius limit), or a comma list for a "
-                                     "δ sweep (default 0.1)")
-    run.add_argument("--p", type=float, help="confidence threshold for shells that take one, e.g. NCN (default 0.9)")
-    run.add_argument("--attacks", help="preset (fast, full) or comma list; see `robustness-eval attacks`")
-    run.add_argument("--budget", action="append", metavar="NAME=N",
-                     help="override one attack's budget, e.g. --budget square=2000 (repeatable)")
-    run.add_argument("--n-points", type=int, help="evaluate the first N test points (default 200)")
-    run.add_argument("--seed", type=int, help="seed for everything (default 0)")
-    run.add_argument("--no-convergence", dest="convergence", action="store_false", default=None,
-                     help="skip the rerun with every budget doubled")
-    run.add_argument("--no-crosscheck", dest="crosscheck", action="store_false", default=None,
-                     help="skip the standalone Foolbox-vs-ours PGD comparison on the base model")
-    run.add_argument("--no-sanity", dest="sanity", action="store_false", default=None,
-                     help="skip the sanity checks and the active test")
     run.add_argument("--out", default=None, help="output directory (default reports/<name>)")
     run.add_argument("--resume", metavar="DIR", default=None,
                      help="continue an interrupted run in DIR with its stored configuration (no configuration "
                           "flags); finished work is never redone")
-    run.add_argument("--no-escalation", dest="escalation", action="store_false", default=None,
-                     help="do not escalate when an indicator says the attacks failed for the wrong reason")
-    run.add_argument("--escalation-cap", type=float, help="seconds after which no further escalation round "
-                                                          "starts (default 600)")
-    run.add_argument("--bpda", help="module:factory or file.py:factory returning a differentiable stand-in for "
-                                    "the base model, called as factory(model); the escalation's BPDA on F follows "
-                                    "its gradient (default: straight-through rounding and sign)")
-    run.add_argument("--search-dtype", choices=["float32", "bfloat16"],
-                     help="precision of F's passes inside the shell's search, for shells that take it (default "
-                          "float32); part of the shell's definition")
-    run.add_argument("--chunk", type=int, help="points per committed unit of work (default: 50 on the CPU, 500 on "
-                                               "a GPU; a resume keeps the stored one)")
-    run.add_argument("--device", default="auto", help="auto (CUDA when available, default), cpu, cuda or cuda:N; "
-                                                      "allowed with --resume")
-    run.add_argument("--backend", choices=["local", "ray"], default="local",
-                     help="where the battery's units run: local (this process, default) or ray (Ray tasks; "
-                          "pip install -e \".[ray]\"); same numbers either way; allowed with --resume")
-    run.add_argument("--ray-address", default=None, help="with --backend ray: auto or host:port joins a cluster "
-                                                         "(default: start a local Ray runtime); allowed with --resume")
-    run.add_argument("--workers", type=int, default=None,
-                     help="with --backend ray: units in flight at once (default: the cluster's CPUs, or its GPUs "
-                          "with --device cuda); allowed with --resume")
-    run.add_argument("--quiet", action="store_true", help="no progress output")
+    add_flags(run)  # every option's flag, from robustness_eval.options
 
     report = sub.add_parser("report", help="(re)write report.md, report.html and plots for a run directory")
     report.add_argument("directory", help="a directory written by `robustness-eval run`")
@@ -134,6 +87,7 @@ def _prepare(config: dict, out: Path, command: str, quiet: bool, explicit: set[s
     from robustness_eval.api import prepare_evaluation
     from robustness_eval.config import grid, parse_budgets
     from robustness_eval.loading import load_data, load_model, load_surrogate, shell_factory
+    from robustness_eval.options import run_keywords
     from robustness_eval.types import Threat
     from shells.registry import accepted_options
 
@@ -148,16 +102,12 @@ def _prepare(config: dict, out: Path, command: str, quiet: bool, explicit: set[s
     model = load_model(config["model"], data, config["arch"], seed=config["seed"], quiet=quiet)
     surrogate = load_surrogate(config["bpda"], model) if config.get("bpda") else None
     eps, delta = grid(config)
+    execution = {name: getattr(args, name) for name in ("device", "backend", "ray_address", "workers")}
     return prepare_evaluation(
-        model, factory, data, Threat(config["norm"], eps[0], data.bounds), attacks=config["attacks"],
-        n_points=config["n_points"], seed=config["seed"], store_dir=out, convergence=config["convergence"],
-        crosscheck=config["crosscheck"], sanity_checks=config["sanity"], sweep_eps=eps[1:], sweep_delta=delta[1:],
-        budgets=parse_budgets(config["budget"]),
+        model, factory, data, Threat(config["norm"], eps[0], data.bounds), **run_keywords(config), **execution,
+        store_dir=out, sweep_eps=eps[1:], sweep_delta=delta[1:], budgets=parse_budgets(config["budget"]),
         shell_options={"delta": delta[0], "p": config["p"], "search_dtype": config.get("search_dtype", "float32")},
-        chunk=config.get("chunk"), device=args.device, backend=args.backend, ray_address=args.ray_address,
-        workers=args.workers, escalation=config.get("escalation", True),
-        escalation_cap=config.get("escalation_cap", 600.0), bpda=surrogate, quiet=quiet,
-        call={"command": command, "cli": config})
+        bpda=surrogate, quiet=quiet, call={"command": command, "cli": config})
 
 
 def _stored_cli_config(directory: Path) -> tuple[dict, str]:

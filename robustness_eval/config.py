@@ -12,50 +12,14 @@ import re
 import tomllib
 from pathlib import Path
 
-from robustness_eval.types import Norm, check_nonnegative, check_positive_int, check_probability, check_seed
+from robustness_eval.options import TOML_TYPES, config_fields, default_of, flag_of, key_of, spec_of
+from robustness_eval.types import Norm, check_nonnegative, check_positive_int, check_probability
 
-DEFAULTS = {"data": "digits", "data_dir": None, "model": "adversarial", "arch": None, "shell": "mcn",
-            "norm": "linf", "eps": "0.1", "delta": "0.1", "p": 0.9, "attacks": "fast",
-            "n_points": 200, "seed": 0, "budget": [], "convergence": True, "crosscheck": True,
-            "sanity": True, "chunk": None, "search_dtype": "float32", "escalation": True, "escalation_cap": 600.0,
-            "bpda": None}
+DEFAULTS = {key_of(f): default_of(f) for f in config_fields()}
 KEYS = tuple(DEFAULTS)
 ALIASES = {"dataset": "data"}
-FLAGS = {key: "--" + key.replace("_", "-") for key in KEYS}
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-# what a TOML value of each key may be, and how to say it
-TOML_TYPES = {
-    "data": (lambda v: isinstance(v, str), "a string (a data set name, file.npz or module:factory)"),
-    "data_dir": (lambda v: isinstance(v, str), "a string (a directory)"),
-    "model": (lambda v: isinstance(v, str), "a string (a zoo name, module:factory or a file)"),
-    "arch": (lambda v: isinstance(v, str), "a string (module:factory)"),
-    "shell": (lambda v: isinstance(v, str), "a string (a shell name or module:factory)"),
-    "norm": (lambda v: isinstance(v, str), 'a string ("linf" or "l2")'),
-    "eps": (lambda v: _is_number(v) or isinstance(v, str) or (isinstance(v, list) and all(map(_is_number, v))),
-            'a number, a list of numbers, or a comma string such as "0.05,0.1"'),
-    "delta": (lambda v: _is_number(v) or isinstance(v, str) or (isinstance(v, list) and all(map(_is_number, v))),
-              'a number, a list of numbers, or a comma string such as "0,0.1"'),
-    "p": (_is_number, "a number in (0, 1)"),
-    "attacks": (lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(a, str) for a in v)),
-                'a preset or comma string ("fast", "pgd,square") or a list of names'),
-    "n_points": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer ≥ 1"),
-    "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
-    "budget": (lambda v: isinstance(v, list) and all(isinstance(b, str) for b in v),
-               'a list of "NAME=N" strings, e.g. ["square=2000"]'),
-    "convergence": (lambda v: isinstance(v, bool), "true or false"),
-    "crosscheck": (lambda v: isinstance(v, bool), "true or false"),
-    "sanity": (lambda v: isinstance(v, bool), "true or false"),
-    "chunk": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer ≥ 1"),
-    "search_dtype": (lambda v: v in ("float32", "bfloat16"), '"float32" or "bfloat16"'),
-    "escalation": (lambda v: isinstance(v, bool), "true or false"),
-    "escalation_cap": (_is_number, "a number of seconds ≥ 0"),
-    "bpda": (lambda v: isinstance(v, str), "a string (module:factory, called as factory(model))"),
-}
+FLAGS = {key: flag_of(key) for key in KEYS}
+TOML_KEY_TYPES = {key_of(f): TOML_TYPES[spec_of(f).toml] for f in config_fields()}
 
 
 def float_list(value, key: str) -> list[float]:
@@ -100,7 +64,7 @@ def load_toml(path: str | Path) -> dict:
     if unknown:
         raise ValueError(f"unknown config key(s) {', '.join(unknown)} in {path}; valid keys: {', '.join(KEYS)}")
     for key, value in data.items():
-        accepts, wanted = TOML_TYPES[key]
+        accepts, wanted = TOML_KEY_TYPES[key]
         if not accepts(value):
             raise ValueError(f"--config {path}: `{key}` must be {wanted} (got {value!r})")
     if isinstance(data.get("attacks"), list):
@@ -114,12 +78,12 @@ def resolve(explicit: dict, toml: dict | None = None) -> dict:
     config["norm"] = Norm.parse(config["norm"], "--norm").value
     config["eps"] = ",".join(f"{v:g}" for v in float_list(config["eps"], "--eps"))
     config["delta"] = ",".join(f"{v:g}" for v in float_list(config["delta"], "--delta"))
-    config["n_points"] = check_positive_int(config["n_points"], "--n-points")
-    config["seed"] = check_seed(config["seed"], "--seed")
     config["p"] = check_probability(config["p"], "--p")
-    config["escalation_cap"] = check_nonnegative(config["escalation_cap"], "--escalation-cap")
-    if config["chunk"] is not None:
-        config["chunk"] = check_positive_int(config["chunk"], "--chunk")
+    config["n_points"] = check_positive_int(config["n_points"], "--n-points")  # a file or flag cannot say "all"
+    for f in config_fields():  # the run options' own checks, naming the flag
+        check = spec_of(f).check
+        if check is not None:
+            config[key_of(f)] = check(config[key_of(f)], flag_of(key_of(f)))
     config["budget"] = sorted(f"{k}={v}" for k, v in parse_budgets(config["budget"]).items())
     return config
 

@@ -41,6 +41,7 @@ from attacks.pgd import PGD, MultiTargetedCW
 from attacks.square import Square
 from robustness_eval.ascent import input_gradient
 from robustness_eval.backends import LocalBackend, RayBackend
+from robustness_eval.options import ESCALATION_CAP_SECONDS as TIME_CAP_SECONDS
 from robustness_eval.runner import run_more, summarise
 from robustness_eval.sanity import trace_shape
 from robustness_eval.store import ResultStore
@@ -50,7 +51,6 @@ from shells.base import capabilities
 ZERO_GRADIENT_SHARE = 0.05
 STOP_PP = 0.5
 STEEP_SHARE = 0.05  # the last adaptive attack with breaks broke at least this share of what it attacked
-TIME_CAP_SECONDS = 600.0
 
 
 @dataclass

@@ -6,10 +6,14 @@ says what to pass instead (scikit-learn's habit). Inside the suite the values ar
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
-from robustness_eval.types import Threat
+from robustness_eval.data import Dataset
+from robustness_eval.types import Threat, check_positive_int
 
 
 def as_tensor(value, argument: str) -> torch.Tensor:
@@ -53,3 +57,24 @@ def check_flag(value, argument: str) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"`{argument}` must be True or False (got {value!r})")
     return value
+
+
+def select_points(data, n_points: int | None) -> tuple[torch.Tensor, torch.Tensor, str, dict, Callable | None]:
+    """The first `n_points` points of `data` (a Dataset's test split or an (x, y) pair), with the data set's name,
+    its split record and its ground-truth labeller (None when it has none)."""
+    if isinstance(data, Dataset):
+        x, y, name, split, truth = data.x_test, data.y_test, data.name, data.split, data.true_label
+    elif isinstance(data, tuple | list) and len(data) == 2:
+        (x, y), name, split, truth = data, "arrays", {"source": "(x, y) passed to evaluate()"}, None
+        x, y = as_tensor(x, "x"), as_tensor(y, "y")
+    else:
+        raise TypeError(f"`data` must be a robustness_eval.data.Dataset or an (x, y) pair (got {type(data).__name__})")
+    if len(x) != len(y):
+        raise ValueError(f"`x` and `y` must have the same number of points (got {len(x)} and {len(y)})")
+    if n_points is not None:
+        check_positive_int(n_points, "n_points")
+        if n_points > len(y):
+            warnings.warn(f"n_points is {n_points} but the data holds {len(y)} points; evaluating all {len(y)}",
+                          stacklevel=4)
+        x, y = x[:n_points], y[:n_points]
+    return x, y, name, split, truth

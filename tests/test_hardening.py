@@ -225,7 +225,9 @@ def test_report_on_a_broken_results_json_is_a_one_line_error(tmp_path, capsys):
 
 
 def test_an_unwritable_out_is_refused_before_work(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(api.os, "access", lambda path, mode: False)  # root can write anywhere: simulate
+    from robustness_eval import run_directory
+
+    monkeypatch.setattr(run_directory.os, "access", lambda path, mode: False)  # root can write anywhere: simulate
     assert main(["run", *QUICK, "--out", str(tmp_path / "new")]) == 2
     assert "cannot be written" in capsys.readouterr().err and not (tmp_path / "new").exists()
 

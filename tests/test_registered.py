@@ -9,6 +9,7 @@ points add one attack and one shell, and the first test checks that the tables h
 from __future__ import annotations
 
 import inspect
+import json
 
 import pytest
 import torch
@@ -147,3 +148,40 @@ def test_a_resume_of_an_ncn_run_with_another_alpha_is_refused_naming_the_key(dig
     with pytest.raises(ConfigMismatchError, match=r"shell_parameters\.alpha: stored 10\.0, now 20\.0"):
         run(20.0)
     assert run(10.0).n_points == 4
+
+
+# one options table: a run option added in one place reaches the CLI, TOML, the API and the binding ---------
+
+def test_an_option_from_the_table_works_through_api_cli_and_toml_and_binds_the_store(digits, digits_adversarial,
+                                                                                      tmp_path, capsys):
+    from robustness_eval import api
+    from robustness_eval.cli import main
+    from robustness_eval.options import RunOptions
+
+    x, y = digits.x_test[:6], digits.y_test[:6]
+    kwargs = dict(attacks="pgd", budgets={"pgd": 2}, n_points=None, convergence=False, crosscheck=False,
+                  sanity_checks=False, escalation=False)
+    on = robustness_eval.evaluate(digits_adversarial, MCNShell(digits_adversarial, 0.1, steps=2), (x, y),
+                                  Threat("linf", 0.1), **kwargs)
+    off = api.prepare_evaluation(digits_adversarial, MCNShell(digits_adversarial, 0.1, steps=2), (x, y),
+                                 Threat("linf", 0.1), RunOptions(restart_check=False), **kwargs).run()
+    assert "restart_check" in on.extras and "restart_check" not in off.extras
+    assert on.config["restart_check"] is True and off.config["restart_check"] is False
+
+    quick = ["--n-points", "4", "--attacks", "pgd", "--budget", "pgd=2", "--no-convergence", "--no-escalation",
+             "--no-crosscheck", "--no-sanity", "--quiet"]
+    assert main(["run", *quick, "--no-restart-check", "--out", str(tmp_path / "flag")]) == 0
+    toml = tmp_path / "run.toml"
+    toml.write_text("restart_check = false\n")
+    assert main(["run", *quick, "--config", str(toml), "--out", str(tmp_path / "toml")]) == 0
+    for name in ("flag", "toml"):
+        written = json.loads((tmp_path / name / "results.json").read_text())
+        assert written["config"]["restart_check"] is False and "restart_check" not in written["extras"]
+    toml.write_text('restart_check = "no"\n')
+    assert main(["run", *quick, "--config", str(toml), "--out", str(tmp_path / "bad")]) == 2
+    assert "`restart_check` must be true or false" in capsys.readouterr().err
+    assert main(["run", *quick, "--out", str(tmp_path / "flag")]) == 2  # the store holds restart_check = false
+    assert "restart_check" in capsys.readouterr().err
+    with pytest.raises(TypeError, match=r"unknown option.*restart_checks.*evaluate\(\) takes"):
+        robustness_eval.evaluate(digits_adversarial, MCNShell(digits_adversarial, 0.1), (x, y), Threat("linf", 0.1),
+                                 restart_checks=False)

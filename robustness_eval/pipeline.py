@@ -1,0 +1,200 @@
+"""One evaluation run, phase by phase: the battery, the restart check, escalation, the cross-check, the truth
+checks, ground truth and the example panels, each committed to or cached in the run's store.
+
+`Evaluation` is what `prepare_evaluation` returns: every input validated and probed, nothing computed or
+written yet; `Evaluation.run()` runs every (ε, δ) combination, the primary first.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from attacks.base import Attack
+from robustness_eval import sanity
+from robustness_eval.active import PLANTS, active_test, caveat
+from robustness_eval.backends import LocalBackend, RayBackend
+from robustness_eval.crosscheck import pgd_crosscheck
+from robustness_eval.escalation import escalate
+from robustness_eval.provenance import VOLATILE, run_config
+from robustness_eval.restart_check import restart_check
+from robustness_eval.results import EvaluationResult, describe_shell
+from robustness_eval.runner import resolve_battery, run_battery
+from robustness_eval.shell_source import ShellSource
+from robustness_eval.store import ResultStore
+from robustness_eval.types import Threat
+from robustness_eval.units import Context
+from shells.base import can_rebuild
+
+SANITY_SUBSET = 30
+EXAMPLE_COUNT = 6
+
+
+@dataclass
+class Evaluation:
+    """A validated evaluation, ready to run: nothing has been computed or written yet."""
+
+    model: nn.Module
+    source: ShellSource
+    x: torch.Tensor
+    y: torch.Tensor
+    threat: Threat
+    truth: Callable | None
+    config: dict
+    battery: list[Attack]
+    attacks: str | list
+    budgets: dict | None
+    store_dir: Path | None
+    combos: list[tuple[float, float]]
+    quiet: bool
+    surrogate: nn.Module | None = None
+    backend: LocalBackend | RayBackend = field(default_factory=LocalBackend)
+    findings: list[str] = field(default_factory=list)  # the probe's warnings, recorded in the result too
+
+    def run(self) -> EvaluationResult:
+        """Run (or resume) every combination of the sweep; return the primary result."""
+        results = []
+        primary_delta = self.combos[0][1]
+        for position, (eps, delta) in enumerate(self.combos):
+            primary = position == 0
+            directory = None if self.store_dir is None else (
+                self.store_dir if primary else self.store_dir / "sweep" / f"eps{eps:g}-delta{delta:g}")
+            shell = self.source.shell if delta == primary_delta else self.source.rebuild(self.model, delta=delta)
+            if not self.quiet:
+                print(f"[{position + 1}/{len(self.combos)}] ε = {eps:g}, δ = {delta:g}: {len(self.y)} points",
+                      flush=True)
+            results.append(run_one(self, shell, self.threat.with_eps(eps), run_config(self.config, shell, eps,
+                                                                                         delta, self.threat),
+                                    directory, primary))
+        first = results[0]
+        if len(results) > 1:
+            first.extras["sweep"] = [
+                {"eps": r.config["eps_value"], "delta": r.config["delta_value"],
+                 "clean_accuracy": r.clean_accuracy, "robust_accuracy": r.robust_accuracy,
+                 "transfer_robust_accuracy": r.transfer_robust_accuracy} for r in results]
+            if self.store_dir is not None:
+                first.save(self.store_dir)
+        return first
+
+
+def run_one(job: Evaluation, shell, threat: Threat, config: dict, directory: Path | None,
+             primary: bool) -> EvaluationResult:
+    model, x, y, seed = job.model, job.x, job.y, config["seed"]
+    store = ResultStore(directory)
+    try:
+        store.bind_config(config, volatile=VOLATILE)
+        start = time.perf_counter()
+        result = run_battery(model, shell, x, y, threat, job.attacks, seed=seed, quiet=job.quiet, config=config,
+                             store=store, budgets=job.budgets, chunk=config["chunk"],
+                             convergence=primary and config["convergence"], backend=job.backend)
+        battery_x2 = resolve_battery(job.attacks, job.budgets, 2.0) if primary and config["convergence"] else None
+        battery = job.battery
+        if primary and config["restart_check"]:
+            batteries = {"main": battery, **({"x2": battery_x2} if battery_x2 else {})}
+            result, added = restart_check(result, Context(model, shell, x, y, threat), batteries, store, seed,
+                                          config["chunk"], job.quiet, job.backend)
+            battery = [*battery, *added]
+        if primary and config["escalation"]:
+            unbounded = _cached(store, "unbounded", lambda: asdict(sanity.unbounded_attack(
+                model, shell, x[:SANITY_SUBSET], y[:SANITY_SUBSET], threat, seed))) if config["sanity"] else None
+            result = escalate(result, model, shell, x, y, threat, battery, battery_x2, store, seed, config["chunk"],
+                              unbounded and unbounded["values"], surrogate=job.surrogate,
+                              time_cap=config["escalation_cap"], quiet=job.quiet, backend=job.backend)
+        if primary and config["crosscheck"]:
+            result.extras["crosscheck"] = _cached(store, "crosscheck",
+                                                  lambda: pgd_crosscheck(model, x, y, threat, seed=seed))
+        if primary and config["sanity"]:
+            result.extras.update(_cached(store, "truth_checks", lambda: _truth_checks(
+                result, model, shell, job.source, x, y, threat, job.battery, seed, store.meta("unbounded"),
+                job.backend)))
+        if job.truth is not None:
+            result.extras["ground_truth"] = ground_truth(result.adversarial, job.truth, y)
+        for target, points in result.extras.get("unsteady", {}).items():
+            warnings.warn(f"the {target} target answered differently to the same input on {len(points)} candidate(s) "
+                          f"that were misclassified once (points {points[:5]}{' ...' if len(points) > 5 else ''}); "
+                          "they were not counted as breaks. A shell that is random must declare "
+                          "`randomized = True` to be verified by majority vote", stacklevel=2)
+        if job.findings:
+            result.extras["probe"] = list(job.findings)
+        result.examples = example_panels(model, shell, x, y, result.adversarial.get("shell", {}))
+        result.extras["seconds"] = time.perf_counter() - start
+        if directory is not None:
+            result.save(directory)
+        return result
+    finally:
+        store.close()
+
+
+def _cached(store: ResultStore, key: str, compute: Callable[[], dict]) -> dict:
+    """A store-cached extra: computed once, so a resumed run does not redo it."""
+    value = store.meta(key)
+    if value is None:
+        value = compute()
+        store.set_meta(key, value)
+    return value
+
+
+def _truth_checks(result: EvaluationResult, model, shell, source: ShellSource, x, y, threat: Threat,
+                  battery: list[Attack], seed: int, unbounded: dict | None, backend) -> dict:
+    """Sanity verdicts and the active test; the shell is rebuilt around F at δ = 0 and around F'."""
+    at_zero = source.rebuild(model, delta=0.0) if source.takes("delta") else None
+    verdicts = sanity.run_all(result.to_json(), model, shell, at_zero, x, y, threat, seed=seed,
+                              subset=SANITY_SUBSET, unbounded=unbounded)
+    subset = min(len(y), max(PLANTS.values()))
+    radius = float(getattr(shell, "radius", 0.0) or 0.0)
+    if source.factory is None and not can_rebuild(shell):
+        active = {"status": "not run", "reason": "the shell cannot be rebuilt around the planted model: "
+                                                 "pass a factory(model, **options) instead of an instance"}
+    else:
+        active = active_test(model, lambda planted: source.rebuild(planted), x[:subset], y[:subset], threat,
+                             radius, battery, seed=seed, backend=backend)
+        n, robust = result.n_points, result.robust_accuracy["shell"]
+        breaks = round(n * (result.clean_accuracy["shell"] - robust))
+        active["caveat"] = caveat(active, robust, breaks, n)
+    return {"sanity": verdicts, "active_test": active}
+
+
+def ground_truth(adversarial: dict, true_label, y: torch.Tensor) -> dict:
+    """Class each verified break by the data's own labelling: true adversarial or label change.
+
+    `adversarial` maps a target to {point index: x'}; `true_label` is the data set's oracle.
+    """
+    out = {}
+    for target, found in adversarial.items():
+        points = sorted(found)
+        if not points:
+            out[target] = {"true_adversarial": 0, "label_changing": 0}
+            continue
+        labels = true_label(torch.stack([found[i] for i in points]).to(y.device))
+        same = int((labels.cpu() == y.cpu()[torch.tensor(points, device="cpu")]).sum())
+        out[target] = {"true_adversarial": same, "label_changing": len(points) - same}
+    return out
+
+
+def example_panels(model: nn.Module, shell, x: torch.Tensor, y: torch.Tensor, found: dict,
+                   count: int = EXAMPLE_COUNT) -> dict | None:
+    """x, x', and the shell's search points for both, with the labels shown (the report's example grid)."""
+    chosen = sorted(found)[:count]
+    if not chosen:
+        return None
+    index = torch.tensor(chosen, device=x.device)
+    clean, adv = x[index], torch.stack([found[i] for i in chosen]).to(x)
+    search = getattr(shell, "search", None)
+    has_search = "search" in describe_shell(shell)["capabilities"]
+    with torch.no_grad():
+        panels = {"x": (clean, shell(clean)), "x'": (adv, shell(adv))}
+        if has_search and callable(search):
+            z, z_adv = search(clean), search(adv)
+            panels["z*(x)"] = (z, torch.softmax(model(z), 1))
+            panels["z*(x')"] = (z_adv, torch.softmax(model(z_adv), 1))
+    return {"index": chosen, "label": y[index].cpu().tolist(),
+            "panels": {name: {"images": images.detach().cpu().float().numpy(),
+                              "predicted": probs.argmax(1).cpu().tolist(),
+                              "confidence": probs.max(1).values.cpu().tolist()}
+                       for name, (images, probs) in panels.items()}}
