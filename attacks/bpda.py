@@ -133,6 +133,6 @@ class UnrolledBPDA(Attack):
                 wrong = view.logits(view.search(z.detach())).argmax(1) != y
             return loss, wrong
 
-        best, _, _, trace = projected_ascent(objective, x, threat.eps, threat.norm, threat.bounds,
+        best, _, _, trace = projected_ascent(objective, (x, threat.eps), threat.norm, threat.bounds,
                                                 budget, 2.5 * threat.eps / budget, x)
         return AttackOutput(best, torch.full((x.shape[0],), len(trace), device="cpu"), {"loss": trace})

@@ -85,7 +85,7 @@ class EOT(Attack):
             return margin(torch.log(mean + 1e-12), y), wrong
 
         objective = vote_objective if randomized else search_objective
-        best, _, _, trace = projected_ascent(objective, x, threat.eps, threat.norm, threat.bounds,
+        best, _, _, trace = projected_ascent(objective, (x, threat.eps), threat.norm, threat.bounds,
                                                 budget, 2.5 * threat.eps / budget, x)
         per_step = draws if randomized else draws + 1
         return AttackOutput(best, torch.full((x.shape[0],), len(trace) * per_step, device="cpu"),

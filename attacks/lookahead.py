@@ -97,7 +97,7 @@ class LookAhead(Attack):
             value = logp if self.objective == "logprob" else targeted_margin(logits, target)
             return value, logp.detach().exp() >= goal
 
-        best, _, _, trace = projected_ascent(objective, center, reach, threat.norm, threat.bounds,
+        best, _, _, trace = projected_ascent(objective, (center, reach), threat.norm, threat.bounds,
                                              budget, 2.5 * reach / budget, begin, stop_at_success=not self.deep)
         candidates = project(best, center, threat.eps, threat.norm, threat.bounds)
         probs = view.shell_probs(candidates).view(n, k, -1)

@@ -67,7 +67,7 @@ class PGD(Attack):
             return value, logits.argmax(1) != labels
 
         best, _, _, trace = projected_ascent(
-            objective, center, threat.eps, threat.norm, threat.bounds, budget,
+            objective, (center, threat.eps), threat.norm, threat.bounds, budget,
             self.rel_step * threat.eps / budget, starts, stop_at_success=not self.deep)
         with torch.no_grad():  # one comparable score per row: F's untargeted margin at its candidate
             score = margin(view.logits(best), labels)

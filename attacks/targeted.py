@@ -44,7 +44,7 @@ class TargetedConfident(Attack):
             logp = targeted_log_prob(view.logits(z), target)
             return logp, logp.detach().exp() >= self.confidence
 
-        best, _, best_loss, trace = projected_ascent(objective, center, threat.eps, threat.norm,
+        best, _, best_loss, trace = projected_ascent(objective, (center, threat.eps), threat.norm,
                                                      threat.bounds, budget, 2.5 * threat.eps / budget,
                                                      center)
         pick = best_loss.view(n, k).argmax(dim=1)

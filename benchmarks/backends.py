@@ -11,9 +11,10 @@ from __future__ import annotations
 import time
 
 from robustness_eval.backends import LocalBackend, RayBackend
-from robustness_eval.runner import run_battery
+from robustness_eval.runner import Run, run_battery
 from robustness_eval.store import ResultStore
 from robustness_eval.types import Threat
+from robustness_eval.units import Context
 from shells import MCNShell
 
 POINTS, CHUNK, ATTACKS, BUDGETS = 100, 25, "pgd,cw,noise,lookahead,bpda,square", {"square": 100, "noise": 20}
@@ -45,8 +46,8 @@ def run() -> dict:
                                ("ray, 2 workers", RayBackend(workers=2))):
             store = ResultStore(None)
             start = time.perf_counter()
-            result = run_battery(model, shell, x, y, threat, ATTACKS, budgets=BUDGETS, chunk=CHUNK, backend=backend,
-                                 store=store)
+            result = run_battery(Run(Context(model, shell, x, y, threat), store=store, chunk=CHUNK, backend=backend),
+                                 ATTACKS, budgets=BUDGETS)
             seconds = time.perf_counter() - start
             reference = reference or _verdicts(result)
             rows.append({"backend": label, "seconds": seconds, "same_verdicts": _verdicts(result) == reference,
@@ -55,8 +56,8 @@ def run() -> dict:
         for label, backend in (("local", LocalBackend()), ("ray", RayBackend(workers=1))):
             store = ResultStore(None)
             start = time.perf_counter()
-            run_battery(model, shell, x[:OVERHEAD_POINTS], y[:OVERHEAD_POINTS], threat, "noise", budgets={"noise": 1},
-                        chunk=1, backend=backend, store=store)
+            run_battery(Run(Context(model, shell, x[:OVERHEAD_POINTS], y[:OVERHEAD_POINTS], threat), store=store,
+                            chunk=1, backend=backend), "noise", budgets={"noise": 1})
             overhead[label] = time.perf_counter() - start
             units = _units(store)
     finally:

@@ -26,14 +26,16 @@ off-gradient plants it misses bounds how far its robust accuracy may be overstat
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from robustness_eval.ascent import input_gradient
-from robustness_eval.backends import LocalBackend, RayBackend
-from robustness_eval.runner import run_battery
+from robustness_eval.runner import Run, run_battery
 from robustness_eval.stats import ACTIVE_PASS_SHARE, clopper_pearson
 from robustness_eval.types import Norm, Threat
+from robustness_eval.units import Context
 from robustness_eval.verify import verify
 from shells.base import Shell
 
@@ -46,6 +48,23 @@ PASS_SHARE = ACTIVE_PASS_SHARE
 SLOPE_SHARE = 0.1  # the off-gradient slope's per-coordinate size, as a share of F's mean |∂margin/∂x|
 
 
+@dataclass
+class Plant:
+    """One planted region per anchor point: where it starts (anchors, directions, the labels it flips to
+    `wrong`), how far it reaches (eps, reach), and its ramp (boost, onset, width, an optional weak slope)."""
+
+    anchors: torch.Tensor
+    directions: torch.Tensor
+    labels: torch.Tensor
+    wrong: torch.Tensor
+    eps: float
+    reach: float
+    boost: float = 40.0
+    onset: float = 1.2
+    width: float = 0.3
+    slope: torch.Tensor | None = None
+
+
 class PlantedModel(nn.Module):
     """F plus one planted confident wrong region per anchor point (see module docstring).
 
@@ -53,17 +72,16 @@ class PlantedModel(nn.Module):
     optional weak slope adds `slope`·max(s, 0) to the wrong logit (and takes it from the right one).
     """
 
-    def __init__(self, model: nn.Module, anchors: torch.Tensor, directions: torch.Tensor,
-                 labels: torch.Tensor, wrong: torch.Tensor, eps: float, reach: float, boost: float = 40.0,
-                 onset: float = 1.2, width: float = 0.3, slope: torch.Tensor | None = None) -> None:
+    def __init__(self, model: nn.Module, plant: Plant) -> None:
         super().__init__()
-        self.model, self.eps, self.reach, self.boost = model, eps, reach, boost
-        self.onset, self.width = onset, width
-        self.register_buffer("anchors", anchors.flatten(1))
-        self.register_buffer("directions", directions.flatten(1))
-        self.register_buffer("labels", labels)
-        self.register_buffer("wrong", wrong)
-        self.register_buffer("slope", torch.zeros(len(labels), device=anchors.device) if slope is None else slope)
+        self.model, self.eps, self.reach, self.boost = model, plant.eps, plant.reach, plant.boost
+        self.onset, self.width = plant.onset, plant.width
+        self.register_buffer("anchors", plant.anchors.flatten(1))
+        self.register_buffer("directions", plant.directions.flatten(1))
+        self.register_buffer("labels", plant.labels)
+        self.register_buffer("wrong", plant.wrong)
+        self.register_buffer("slope", torch.zeros(len(plant.labels), device=plant.anchors.device)
+                             if plant.slope is None else plant.slope)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         logits = self.model(z)
@@ -125,24 +143,24 @@ def plant(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Threat, de
         slope = SLOPE_SHARE * grad.flatten(1).abs().mean(1) * used * threat.eps
     onset = 1.0 if construction in ("orthogonal", "subspace") else 1.2
     width = 0.5 if construction in ("orthogonal", "subspace") else 0.3
-    return PlantedModel(model, x.detach(), direction, y, wrong, threat.eps, threat.eps + delta, onset=onset,
-                        width=width, slope=slope).eval()
+    return PlantedModel(model, Plant(x.detach(), direction, y, wrong, threat.eps, threat.eps + delta, onset=onset,
+                                     width=width, slope=slope)).eval()
 
 
-def active_test(model: nn.Module, make_shell, x: torch.Tensor, y: torch.Tensor, threat: Threat,
-                delta: float, attacks="fast", seed: int = 0, backend: LocalBackend | RayBackend | None = None,
-                plants: dict[str, int] | None = None) -> dict:
-    """Plant (one run per construction, on the first `plants[construction]` points), verify the plants, run
-    the battery on each planted target; report the share found per construction. Passes when the
-    on-gradient plants are found ≥ 95 %; the off-gradient share says how much the battery can miss."""
+def active_test(run: Run, make_shell, delta: float, attacks="fast", plants: dict[str, int] | None = None) -> dict:
+    """Plant (one run per construction, on the first `plants[construction]` points of `run`), verify the plants,
+    run the battery on each planted target (`make_shell(planted)`, with `run`'s seed and backend); report the
+    share found per construction. Passes when the on-gradient plants are found ≥ 95 %; the off-gradient share
+    says how much the battery can miss."""
+    threat = run.context.threat
     if threat.norm is not Norm.LINF:
         return {"status": "not run", "reason": "the active test plants L∞ regions only"}
     plants = PLANTS if plants is None else plants
     unknown = sorted(set(plants) - set(CONSTRUCTIONS))
     if unknown:
         raise ValueError(f"unknown plant construction(s) {unknown}; pass some of {', '.join(CONSTRUCTIONS)}")
-    by_construction = {name: _one_construction(model, make_shell, x[:count], y[:count], threat, delta, attacks, seed,
-                                               backend, name) for name, count in plants.items()}
+    by_construction = {name: _one_construction(run, count, make_shell, delta, attacks, name)
+                       for name, count in plants.items()}
     on_gradient = by_construction.get("on-gradient", {})
     result = {**on_gradient, "constructions": by_construction}
     if "share_found" in on_gradient:
@@ -154,8 +172,9 @@ def active_test(model: nn.Module, make_shell, x: torch.Tensor, y: torch.Tensor, 
     return result
 
 
-def _one_construction(model: nn.Module, make_shell, x: torch.Tensor, y: torch.Tensor, threat: Threat,
-                      delta: float, attacks, seed: int, backend, construction: str) -> dict:
+def _one_construction(run: Run, count: int, make_shell, delta: float, attacks, construction: str) -> dict:
+    model, threat, seed = run.context.model, run.context.threat, run.seed
+    x, y = run.context.x[:count], run.context.y[:count]
     planted = plant(model, x, y, threat, delta, construction, seed)
     shell: Shell = make_shell(planted)
     x_planted = (x + threat.eps * planted.directions.view_as(x)).clamp(threat.bounds.lower, threat.bounds.upper)
@@ -165,7 +184,7 @@ def _one_construction(model: nn.Module, make_shell, x: torch.Tensor, y: torch.Te
     idx = valid.nonzero().squeeze(1)
     if len(idx) == 0:
         return {"status": "not run", "reason": "no plant could be verified", "planted": len(y), "valid": 0}
-    result = run_battery(planted, shell, x[idx], y[idx], threat, attacks, seed=seed, backend=backend)
+    result = run_battery(Run(Context(planted, shell, x[idx], y[idx], threat), seed, backend=run.backend), attacks)
     found = sum(1 for p in result.points if p["shell_correct"] and p["broken_by"]["shell"] is not None)
     evaluated = sum(1 for p in result.points if p["shell_correct"])
     share = found / evaluated if evaluated else 0.0

@@ -36,10 +36,10 @@ def ascent_step(z: torch.Tensor, value: torch.Tensor, center: torch.Tensor, radi
 
 def projected_ascent(
     loss_fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-    center: torch.Tensor, radius: float | torch.Tensor, norm: Norm, bounds: Bounds,
+    ball: tuple[torch.Tensor, float | torch.Tensor], norm: Norm, bounds: Bounds,
     steps: int, step_size: float | torch.Tensor, start: torch.Tensor, stop_at_success: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[float]]:
-    """Ascend `loss_fn` from `start` inside ball(center, radius) ∩ bounds.
+    """Ascend `loss_fn` from `start` inside ball = (center, radius) ∩ bounds.
 
     `loss_fn(z)` returns (per-row loss, per-row success flag). Returns per row the first successful
     iterate (with `stop_at_success`, the attacks' default) or, without it, the highest-loss successful
@@ -48,6 +48,7 @@ def projected_ascent(
     highest-loss iterate. Also returns the success flag, that iterate's loss, and the mean loss
     per step (the trace sanity checks read).
     """
+    center, radius = ball
     z = project(start, center, radius, norm, bounds)
     shape = (-1, *([1] * (z.dim() - 1)))
     best = z.clone()

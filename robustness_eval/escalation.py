@@ -40,12 +40,10 @@ from attacks.path import TargetedGradientPath
 from attacks.pgd import PGD, MultiTargetedCW
 from attacks.square import Square
 from robustness_eval.ascent import input_gradient
-from robustness_eval.backends import LocalBackend, RayBackend
 from robustness_eval.options import ESCALATION_CAP_SECONDS as TIME_CAP_SECONDS
-from robustness_eval.runner import run_more, summarise
+from robustness_eval.runner import Run, run_more, summarise
 from robustness_eval.sanity import trace_shape
-from robustness_eval.store import ResultStore
-from robustness_eval.types import ADAPTIVE_KINDS, BLACK_BOX_KINDS, GRADIENT_KINDS, AttackKind, Threat, breaks_of, ladder
+from robustness_eval.types import ADAPTIVE_KINDS, BLACK_BOX_KINDS, GRADIENT_KINDS, AttackKind, breaks_of, ladder
 from shells.base import capabilities
 
 ZERO_GRADIENT_SHARE = 0.05
@@ -150,11 +148,10 @@ def round_attacks(target: str, shell: nn.Module, number: int, surrogate: nn.Modu
     return [attack.renamed(attack.name + tag, target) for attack in attacks]
 
 
-def escalate(result, model: nn.Module, shell: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Threat,
-             battery: list[Attack], battery_x2: list[Attack] | None, store: ResultStore, seed: int, chunk: int,
-             unbounded: dict | None, surrogate: nn.Module | None = None, time_cap: float = TIME_CAP_SECONDS,
-             quiet: bool = True, backend: LocalBackend | RayBackend | None = None):
+def escalate(result, run: Run, battery: list[Attack], battery_x2: list[Attack] | None, unbounded: dict | None,
+             surrogate: nn.Module | None = None, time_cap: float = TIME_CAP_SECONDS):
     """Escalation rounds for every target an indicator fires on; the final result, with `escalation` rounds."""
+    model, shell, x, y = run.context.model, run.context.shell, run.context.x, run.context.y
     start = time.perf_counter()
     diagnostics = gradient_diagnostics(model, shell, x, y)
     rounds: list[Round] = []
@@ -168,10 +165,10 @@ def escalate(result, model: nn.Module, shell: nn.Module, x: torch.Tensor, y: tor
             before = current.robust_accuracy[target]
             attacks = round_attacks(target, shell, number, surrogate)
             began = time.perf_counter()
-            run_more(attacks, model, shell, x, y, threat, seed, store, chunk, quiet, backend)
+            run_more(attacks, run)
             extra += attacks
             batteries = {"main": [*battery, *extra], **({"x2": battery_x2} if battery_x2 else {})}
-            current = summarise(store, model, shell, y, threat, batteries, result.config, None, tuple(x.shape[1:]))
+            current = summarise(run, batteries, result.config)
             current.extras = {**result.extras, **current.extras}  # keep what came before (the restart check)
             after = current.robust_accuracy[target]
             moved = 100 * (before - after)

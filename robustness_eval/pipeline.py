@@ -25,7 +25,7 @@ from robustness_eval.escalation import escalate
 from robustness_eval.provenance import VOLATILE, run_config
 from robustness_eval.restart_check import restart_check
 from robustness_eval.results import EvaluationResult, describe_shell
-from robustness_eval.runner import resolve_battery, run_battery
+from robustness_eval.runner import Run, resolve_battery, run_battery
 from robustness_eval.shell_source import ShellSource
 from robustness_eval.store import ResultStore
 from robustness_eval.types import Threat
@@ -84,37 +84,20 @@ class Evaluation:
 
 
 def run_one(job: Evaluation, shell, threat: Threat, config: dict, directory: Path | None,
-             primary: bool) -> EvaluationResult:
-    model, x, y, seed = job.model, job.x, job.y, config["seed"]
+            primary: bool) -> EvaluationResult:
+    """One (ε, δ) run of the evaluation in `directory`; the primary run also gets every check."""
     store = ResultStore(directory)
     try:
         store.bind_config(config, volatile=VOLATILE)
         start = time.perf_counter()
-        result = run_battery(model, shell, x, y, threat, job.attacks, seed=seed, quiet=job.quiet, config=config,
-                             store=store, budgets=job.budgets, chunk=config["chunk"],
-                             convergence=primary and config["convergence"], backend=job.backend)
-        battery_x2 = resolve_battery(job.attacks, job.budgets, 2.0) if primary and config["convergence"] else None
-        battery = job.battery
-        if primary and config["restart_check"]:
-            batteries = {"main": battery, **({"x2": battery_x2} if battery_x2 else {})}
-            result, added = restart_check(result, Context(model, shell, x, y, threat), batteries, store, seed,
-                                          config["chunk"], job.quiet, job.backend)
-            battery = [*battery, *added]
-        if primary and config["escalation"]:
-            unbounded = _cached(store, "unbounded", lambda: asdict(sanity.unbounded_attack(
-                model, shell, x[:SANITY_SUBSET], y[:SANITY_SUBSET], threat, seed))) if config["sanity"] else None
-            result = escalate(result, model, shell, x, y, threat, battery, battery_x2, store, seed, config["chunk"],
-                              unbounded and unbounded["values"], surrogate=job.surrogate,
-                              time_cap=config["escalation_cap"], quiet=job.quiet, backend=job.backend)
-        if primary and config["crosscheck"]:
-            result.extras["crosscheck"] = _cached(store, "crosscheck",
-                                                  lambda: pgd_crosscheck(model, x, y, threat, seed=seed))
-        if primary and config["sanity"]:
-            result.extras.update(_cached(store, "truth_checks", lambda: _truth_checks(
-                result, model, shell, job.source, x, y, threat, job.battery, seed, store.meta("unbounded"),
-                job.backend)))
+        run = Run(Context(job.model, shell, job.x, job.y, threat), config["seed"], store, config["chunk"],
+                  job.backend, job.quiet)
+        convergence = primary and config["convergence"]
+        result = run_battery(run, job.attacks, job.budgets, convergence, config)
+        if primary:
+            result = _checks(result, run, job, config)
         if job.truth is not None:
-            result.extras["ground_truth"] = ground_truth(result.adversarial, job.truth, y)
+            result.extras["ground_truth"] = ground_truth(result.adversarial, job.truth, job.y)
         for target, points in result.extras.get("unsteady", {}).items():
             warnings.warn(f"the {target} target answered differently to the same input on {len(points)} candidate(s) "
                           f"that were misclassified once (points {points[:5]}{' ...' if len(points) > 5 else ''}); "
@@ -122,13 +105,37 @@ def run_one(job: Evaluation, shell, threat: Threat, config: dict, directory: Pat
                           "`randomized = True` to be verified by majority vote", stacklevel=2)
         if job.findings:
             result.extras["probe"] = list(job.findings)
-        result.examples = example_panels(model, shell, x, y, result.adversarial.get("shell", {}))
+        result.examples = example_panels(job.model, shell, job.x, job.y, result.adversarial.get("shell", {}))
         result.extras["seconds"] = time.perf_counter() - start
         if directory is not None:
             result.save(directory)
         return result
     finally:
         store.close()
+
+
+def _checks(result: EvaluationResult, run: Run, job: Evaluation, config: dict) -> EvaluationResult:
+    """The primary run's checks, in order: the restart check, escalation, the cross-check, the truth checks."""
+    context, store, seed = run.context, run.store, run.seed
+    battery_x2 = resolve_battery(job.attacks, job.budgets, 2.0) if config["convergence"] else None
+    battery = job.battery
+    if config["restart_check"]:
+        batteries = {"main": battery, **({"x2": battery_x2} if battery_x2 else {})}
+        result, added = restart_check(result, run, batteries)
+        battery = [*battery, *added]
+    x, y = context.x[:SANITY_SUBSET], context.y[:SANITY_SUBSET]
+    if config["escalation"]:
+        unbounded = _cached(store, "unbounded", lambda: asdict(sanity.unbounded_attack(
+            context.model, context.shell, x, y, context.threat, seed))) if config["sanity"] else None
+        result = escalate(result, run, battery, battery_x2, unbounded and unbounded["values"],
+                          surrogate=job.surrogate, time_cap=config["escalation_cap"])
+    if config["crosscheck"]:
+        result.extras["crosscheck"] = _cached(store, "crosscheck", lambda: pgd_crosscheck(
+            context.model, context.x, context.y, context.threat, seed=seed))
+    if config["sanity"]:
+        result.extras.update(_cached(store, "truth_checks", lambda: _truth_checks(
+            result, run, job.source, job.battery, store.meta("unbounded"))))
+    return result
 
 
 def _cached(store: ResultStore, key: str, compute: Callable[[], dict]) -> dict:
@@ -140,20 +147,20 @@ def _cached(store: ResultStore, key: str, compute: Callable[[], dict]) -> dict:
     return value
 
 
-def _truth_checks(result: EvaluationResult, model, shell, source: ShellSource, x, y, threat: Threat,
-                  battery: list[Attack], seed: int, unbounded: dict | None, backend) -> dict:
+def _truth_checks(result: EvaluationResult, run: Run, source: ShellSource, battery: list[Attack],
+                  unbounded: dict | None) -> dict:
     """Sanity verdicts and the active test; the shell is rebuilt around F at δ = 0 and around F'."""
+    model, shell, y = run.context.model, run.context.shell, run.context.y
     at_zero = source.rebuild(model, delta=0.0) if source.takes("delta") else None
-    verdicts = sanity.run_all(result.to_json(), model, shell, at_zero, x, y, threat, seed=seed,
-                              subset=SANITY_SUBSET, unbounded=unbounded)
+    verdicts = sanity.run_all(result.to_json(), run, at_zero, subset=SANITY_SUBSET, unbounded=unbounded)
     subset = min(len(y), max(PLANTS.values()))
     radius = float(getattr(shell, "radius", 0.0) or 0.0)
     if source.factory is None and not can_rebuild(shell):
         active = {"status": "not run", "reason": "the shell cannot be rebuilt around the planted model: "
                                                  "pass a factory(model, **options) instead of an instance"}
     else:
-        active = active_test(model, lambda planted: source.rebuild(planted), x[:subset], y[:subset], threat,
-                             radius, battery, seed=seed, backend=backend)
+        active = active_test(run, lambda planted: source.rebuild(planted), radius, battery,
+                             plants={name: min(count, subset) for name, count in PLANTS.items()})
         n, robust = result.n_points, result.robust_accuracy["shell"]
         breaks = round(n * (result.clean_accuracy["shell"] - robust))
         active["caveat"] = caveat(active, robust, breaks, n)

@@ -148,10 +148,22 @@ def unsteady_text(extras: dict) -> list[str]:
 
 def sections(results: dict, plots: dict[str, Path]) -> list[Section]:
     """The report's content, independent of the output format."""
+    extras = results.get("extras", {})
+    out = [_intro(results), _paper_table(results), _ladder_section(results), *_check_sections(extras),
+           _sanity_section(extras)]
+    for part in (_active_section(extras["active_test"]) if extras.get("active_test") else None,
+                 _ground_truth_section(extras), _escalation_section(results), _skipped_section(extras)):
+        if part is not None:
+            out.append(part)
+    if plots:
+        out.append(Section("Plots", images=[(name, path) for name, path in plots.items()]))
+    out.append(_reproduce(results))
+    return out
+
+
+def _intro(results: dict) -> Section:
     cfg = results["config"]
     threat, shell = cfg["threat"], cfg["shell_parameters"]
-    stats = results.get("extras", {}).get("statistics", {})
-    ci = stats.get("intervals", {})
     intro = Section(
         f"Robustness report: {cfg.get('dataset', 'data')} / {model_title(cfg.get('model', 'model'))} / shell "
         f"{shell['kind']}",
@@ -163,6 +175,12 @@ def sections(results: dict, plots: dict[str, Path]) -> list[Section]:
     warned = [*results.get("extras", {}).get("probe", []), *unsteady_text(results.get("extras", {}))]
     if warned:
         intro.paragraphs.append("Warnings: " + " ".join(w.rstrip(".") + "." for w in warned))
+    return intro
+
+
+def _paper_table(results: dict) -> Section:
+    stats = results.get("extras", {}).get("statistics", {})
+    ci = stats.get("intervals", {})
     table = Section("The paper's view beside the truth", header=["", "base F", "shell G"])
     for label, key in [("clean accuracy", "clean_accuracy"),
                        ("attack success, transfer only (paper's Table 1)", "transfer_attack_success_rate"),
@@ -184,6 +202,10 @@ def sections(results: dict, plots: dict[str, Path]) -> list[Section]:
             f"{m['p_value']:.3g}: the difference is "
             + ("distinguishable from noise at the 5 % level." if m["significant_at_0.05"]
                else "not distinguishable from noise at the 5 % level."))
+    return table
+
+
+def _ladder_section(results: dict) -> Section:
     ladder = Section("The ladder", ["Each attack runs only on the points still unbroken on its "
                                     "target; robust accuracy is the worst case so far."],
                      ["target", "attack", "kind", "attacked", "new breaks", "robust accuracy after",
@@ -191,8 +213,12 @@ def sections(results: dict, plots: dict[str, Path]) -> list[Section]:
     for a in results["attacks"]:
         ladder.rows.append([a["target"], a["name"], a["kind"], str(a["attacked"]), str(a["new_breaks"]),
                             pct(a["robust_accuracy_after"]), f"{a['queries_median']:g}", f"{a['seconds']:.1f}"])
-    out = [intro, table, ladder]
-    extras = results.get("extras", {})
+    return ladder
+
+
+def _check_sections(extras: dict) -> list[Section]:
+    """The doubled budgets, the restart check, the second opinion and the sweep, where the run has them."""
+    out = []
     if "convergence" in extras:
         c = extras["convergence"]
         out.append(Section("Convergence: every budget doubled", [
@@ -228,6 +254,10 @@ def sections(results: dict, plots: dict[str, Path]) -> list[Section]:
             sweep.rows.append([f"{row['eps']:g}", f"{row['delta']:g}", pct(row["robust_accuracy"]["base"]),
                                pct(row["transfer_robust_accuracy"]["shell"]), pct(row["robust_accuracy"]["shell"])])
         out.append(sweep)
+    return out
+
+
+def _sanity_section(extras: dict) -> Section:
     sanity = extras.get("sanity")
     sanity_section = Section("Sanity checks")
     if sanity:
@@ -238,10 +268,10 @@ def sections(results: dict, plots: dict[str, Path]) -> list[Section]:
         sanity_section.paragraphs.append(", ".join(f"{k}: {n}" for k, n in counts.items()) + ".")
     else:
         sanity_section.paragraphs.append("No sanity checks were run for this report.")
-    out.append(sanity_section)
-    active = extras.get("active_test")
-    if active:
-        out.append(_active_section(active))
+    return sanity_section
+
+
+def _ground_truth_section(extras: dict) -> Section | None:
     truth = extras.get("ground_truth")
     if truth:
         gt = Section("Ground truth", ["On synthetic data the true label of every point is known: each verified "
@@ -249,7 +279,12 @@ def sections(results: dict, plots: dict[str, Path]) -> list[Section]:
                                       "label-changing perturbation."], ["target", "true adversarial", "label-changing"])
         for target, counts in truth.items():
             gt.rows.append([target, str(counts["true_adversarial"]), str(counts["label_changing"])])
-        out.append(gt)
+        return gt
+    return None
+
+
+def _escalation_section(results: dict) -> Section | None:
+    extras = results.get("extras", {})
     rounds = results.get("escalation", [])
     diagnostics = extras.get("gradient_diagnostics")
     if rounds or diagnostics:
@@ -276,7 +311,11 @@ def sections(results: dict, plots: dict[str, Path]) -> list[Section]:
                              f"{d['zero_gradient_share']:.0%}, non-finite on {d['nonfinite_gradient_share']:.0%} of "
                              f"{d['points']} points; norm median {d['gradient_norm_median']:.3g}, 90/10 spread "
                              f"{d['gradient_norm_spread_90_10']:.3g}.")
-        out.append(esc)
+        return esc
+    return None
+
+
+def _skipped_section(extras: dict) -> Section | None:
     skipped = extras.get("skipped", [])
     if skipped:
         skip = Section("Attacks skipped", ["Attacks are matched to a target by what it offers (its capabilities), "
@@ -284,17 +323,19 @@ def sections(results: dict, plots: dict[str, Path]) -> list[Section]:
                        ["target", "attack", "why"])
         for row in skipped:
             skip.rows.append([row["target"], row["attack"], row["reason"]])
-        out.append(skip)
-    if plots:
-        out.append(Section("Plots", images=[(name, path) for name, path in plots.items()]))
+        return skip
+    return None
+
+
+def _reproduce(results: dict) -> Section:
+    cfg, shell = results["config"], results["config"]["shell_parameters"]
     call = cfg.get("call", {})
-    out.append(Section("Reproduce", [
+    return Section("Reproduce", [
         f"Model {cfg.get('model', 'n/a')} (hash {cfg.get('model_hash', 'n/a')}); points: {cfg.get('dataset', 'n/a')} "
         f"(hash {cfg.get('data_hash', 'n/a')}, {cfg.get('n_points_used', results['n_points'])} points); shell "
         f"{shell.get('class', shell['kind'])} with capabilities {', '.join(shell.get('capabilities', [])) or 'none'}; "
         f"seed {cfg.get('seed', 0)}; chunk {cfg.get('chunk', 'n/a')}; versions {cfg.get('versions', {})}."],
-        code=call.get("command", cfg.get("command", "(Python API)"))))
-    return out
+        code=call.get("command", cfg.get("command", "(Python API)")))
 
 
 def to_markdown(parts: list[Section], directory: Path) -> str:

@@ -15,8 +15,7 @@ escalation indicator on that target.
 from __future__ import annotations
 
 from attacks.base import Attack
-from robustness_eval.runner import TARGETS, run_more, summarise
-from robustness_eval.units import Context
+from robustness_eval.runner import TARGETS, Run, run_more, summarise
 from shells.base import capabilities
 
 TAG = "@restarts"
@@ -38,17 +37,14 @@ def restart_attacks(battery: list[Attack], shells: dict) -> list[Attack]:
     return out
 
 
-def restart_check(result, context: Context, batteries: dict, store, seed: int, chunk: int, quiet: bool = True,
-                  backend=None):
+def restart_check(result, run: Run, batteries: dict):
     """Run the check; return (the result with its rungs, the check's attacks). The record per target is
     `result.extras['restart_check']`."""
+    context = run.context
     attacks = restart_attacks(batteries["main"], context.shells)
     if attacks:
-        run_more(attacks, context.model, context.shell, context.x, context.y, context.threat, seed, store, chunk,
-                 quiet, backend)
-    current = summarise(store, context.model, context.shell, context.y, context.threat,
-                        {**batteries, "main": [*batteries["main"], *attacks]}, result.config, None,
-                        tuple(context.x.shape[1:]))
+        run_more(attacks, run)
+    current = summarise(run, {**batteries, "main": [*batteries["main"], *attacks]}, result.config)
     current.extras = {**result.extras, **current.extras}
     record = {}
     for target in TARGETS:

@@ -122,11 +122,11 @@ class EvaluationResult:
     escalation: list = field(default_factory=list)
 
     @classmethod
-    def from_store(cls, store, config: dict, threat: Threat, shell, correct: dict,
-                   labels: torch.Tensor, indices: list[int] | None, batteries: dict,
-                   input_shape: tuple[int, ...]) -> EvaluationResult:
+    def from_store(cls, store, config: dict, threat: Threat, shell, labels: torch.Tensor, indices: list[int] | None,
+                   batteries: dict, input_shape: tuple[int, ...]) -> EvaluationResult:
         """Summarise a run from its store: the ladder, the worst case per point, the views."""
         n = len(labels)
+        correct = {t: store.load_clean(t, n) for t in ("base", "shell")}
         kinds = {"base": IdentityShell.capabilities, "shell": capabilities(shell)}
         records, broken_by, norms = _summarise(store, "main", batteries["main"], kinds, correct, n)
         points = [PointRecord(int(indices[i]) if indices is not None else i, int(labels[i]),

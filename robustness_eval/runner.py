@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import zlib
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -33,7 +34,7 @@ from robustness_eval.store import ResultStore
 from robustness_eval.types import AttackKind, Threat
 from robustness_eval.units import Context, Unit, repeats_for, reseed_randomized
 from robustness_eval.verify import predict_labels
-from shells.base import IdentityShell, Shell, capabilities
+from shells.base import capabilities
 
 KIND_ORDER = [AttackKind.TRANSFER, AttackKind.BASELINE, AttackKind.SHELL_AWARE, AttackKind.BPDA,
               AttackKind.EOT, AttackKind.SCORE_BASED, AttackKind.DECISION_BASED]
@@ -70,92 +71,99 @@ def resolve_battery(attacks: str | list[str] | list[Attack], budgets: dict[str, 
     return order_battery(build_battery(attacks, budgets, budget_scale))
 
 
-def run_battery(model: nn.Module, shell: Shell, x: torch.Tensor, y: torch.Tensor, threat: Threat,
-                attacks: str | list[str] | list[Attack] = "fast", seed: int = 0, quiet: bool = True,
-                config: dict | None = None, indices: list[int] | None = None,
-                store: ResultStore | None = None, chunk: int = 50, budgets: dict[str, int] | None = None,
-                convergence: bool = False, backend: LocalBackend | RayBackend | None = None) -> EvaluationResult:
+@dataclass
+class Run:
+    """One battery's state: the unit context (F, the shell, the points, the threat) and how it runs.
+
+    The battery, the restart check and escalation take it as their main argument; `store` is where rows are
+    committed chunk by chunk (default: in memory; the store of an interrupted run resumes it), `chunk` the points
+    per committed unit, `backend` where units run (default local; `RayBackend` for a cluster: the results do
+    not depend on it), `quiet` no progress bars or ladder lines.
+    """
+
+    context: Context
+    seed: int = 0
+    store: ResultStore | None = None
+    chunk: int = 50
+    backend: LocalBackend | RayBackend | None = None
+    quiet: bool = True
+
+    def __post_init__(self) -> None:
+        self.store = self.store if self.store is not None else ResultStore(None)
+        self.backend = self.backend if self.backend is not None else LocalBackend()
+
+
+def run_battery(run: Run, attacks: str | list[str] | list[Attack] = "fast", budgets: dict[str, int] | None = None,
+                convergence: bool = False, config: dict | None = None,
+                indices: list[int] | None = None) -> EvaluationResult:
     """Run the battery on base and shell; return per-point worst-case results.
 
     This is the battery alone, on inputs already validated; `robustness_eval.evaluate` is the
     whole evaluation (validation, checks, provenance, sweeps) and calls it.
 
     Args:
-        model: base classifier F (logits), in eval mode.
-        shell: the shell G[F] wrapping `model` (an `IdentityShell` evaluates F alone).
-        x, y: the points and their labels.
-        threat: norm, ε and bounds of the adversary.
+        run: the model F (logits, in eval mode), its shell (an `IdentityShell` evaluates F alone), the points,
+            the threat, the seed and where the work goes (see `Run`).
         attacks: a preset ('fast', 'full'), a comma list of names, or Attack instances.
-        seed: fixes every random choice of the run.
-        quiet: no progress bars or ladder lines.
-        config: recorded as the result's `config` (the CLI passes everything needed to rerun).
-        indices: the points' indices in their data set (default 0..n-1).
-        store: where rows are committed chunk by chunk (default: in memory); pass the store of
-            an interrupted run to resume it.
-        chunk: points per chunk, the unit of commit.
         budgets: per-attack budget overrides by name.
         convergence: also run the whole battery with every budget doubled and report the change.
-        backend: where units run (default `LocalBackend()`; `RayBackend` for a Ray cluster). The
-            results do not depend on it.
+        config: recorded as the result's `config` (the CLI passes everything needed to rerun).
+        indices: the points' indices in their data set (default 0..n-1).
     """
-    if not isinstance(threat, Threat):
-        raise TypeError(f"`threat` must be a robustness_eval.Threat (got {type(threat).__name__})")
+    context, store = run.context, run.store
+    if not isinstance(context.threat, Threat):
+        raise TypeError(f"`threat` must be a robustness_eval.Threat (got {type(context.threat).__name__})")
+    x, y = context.x, context.y
     if x.shape[0] != y.shape[0] or x.shape[0] == 0:
         raise ValueError(f"`x` and `y` need the same, non-zero number of points "
                          f"(got {x.shape[0]} and {y.shape[0]})")
-    store = store or ResultStore(None)
-    eval_mode(model)
-    context = Context(model, shell, x, y, threat)
+    eval_mode(context.model)
     correct = {}
     for name, target in context.shells.items():
         stored = store.load_clean(name, len(y))
         if stored is None:
-            reseed_randomized(context, attack_seed(seed, "clean"))
+            reseed_randomized(context, attack_seed(run.seed, "clean"))
             votes = sum((predict_labels(target, x) == y).long() for _ in range(repeats_for(target)))
             stored = (votes * 2 > repeats_for(target)).cpu()
             store.save_clean(name, stored)
         correct[name] = stored  # bookkeeping (masks, indices, query counts) lives on the CPU
     phases = [("main", 1.0)] + ([("x2", 2.0)] if convergence else [])
     batteries = {}
-    with (backend or LocalBackend()).session(context) as session:
+    with run.backend.session(context) as session:
         for phase, scale in phases:
             battery = resolve_battery(attacks, budgets, scale)
             batteries[phase] = battery
-            bar = progress(battery, desc=f"attacks ({phase})", disable=quiet)
+            bar = progress(battery, desc=f"attacks ({phase})", disable=run.quiet)
             for position, attack in enumerate(bar):
                 earlier = {a.name for a in battery[:position]}
-                _run_attack(attack, context, session, correct, seed, store, phase, earlier, chunk, quiet)
-                if not quiet:
+                _run_attack(attack, run, session, correct, phase, earlier)
+                if not run.quiet:
                     for target in TARGETS:
                         _print_rung(store, phase, attack, target, correct, battery[: position + 1])
-    return summarise(store, model, shell, y, threat, batteries, config, indices, tuple(x.shape[1:]))
+    return summarise(run, batteries, config, indices)
 
 
-def summarise(store: ResultStore, model: nn.Module, shell: nn.Module, y: torch.Tensor, threat: Threat,
-              batteries: dict, config: dict | None = None, indices: list[int] | None = None,
-              input_shape: tuple[int, ...] = ()) -> EvaluationResult:
+def summarise(run: Run, batteries: dict, config: dict | None = None,
+              indices: list[int] | None = None) -> EvaluationResult:
     """The result of everything in the store that `batteries` names: the ladder, the worst case per point."""
-    correct = {t: store.load_clean(t, len(y)) for t in TARGETS}
+    context, store = run.context, run.store
     result = EvaluationResult.from_store(
-        store, config=dict(config or {}), threat=threat, shell=shell, correct=correct,
-        labels=y, indices=indices, batteries=batteries, input_shape=input_shape)
-    shells = {"base": IdentityShell(model, threat.norm, threat.bounds), "shell": shell}
-    result.extras["skipped"] = skipped_attacks(batteries["main"], shells)
+        store, config=dict(config or {}), threat=context.threat, shell=context.shell, labels=context.y,
+        indices=indices, batteries=batteries, input_shape=tuple(context.x.shape[1:]))
+    result.extras["skipped"] = skipped_attacks(batteries["main"], context.shells)
     return result
 
 
-def run_more(attacks: list[Attack], model: nn.Module, shell: nn.Module, x: torch.Tensor, y: torch.Tensor,
-             threat: Threat, seed: int, store: ResultStore, chunk: int, quiet: bool = True,
-             backend: LocalBackend | RayBackend | None = None) -> None:
+def run_more(attacks: list[Attack], run: Run) -> None:
     """Run `attacks`, in order, in the main phase after the battery: each on the points that nothing in the
     store has broken yet, on the targets it applies to (its `only_target`, else every target it suits; a
     transfer attack is crafted once on F for all of them, as in the battery)."""
-    context = Context(model, shell, x, y, threat)
-    correct = {t: store.load_clean(t, len(y)) for t in TARGETS}
-    with (backend or LocalBackend()).session(context) as session:
+    store = run.store
+    correct = {t: store.load_clean(t, len(run.context.y)) for t in TARGETS}
+    with run.backend.session(run.context) as session:
         for attack in attacks:
             earlier = {name for t in TARGETS for name in store.broken("main", t).values()}
-            _run_attack(attack, context, session, correct, seed, store, "main", earlier, chunk, quiet)
+            _run_attack(attack, run, session, correct, "main", earlier)
 
 
 def _alive(store: ResultStore, phase: str, target: str, correct: torch.Tensor, earlier: set[str]):
@@ -190,16 +198,16 @@ def plan_units(attack: Attack, alive: dict[str, torch.Tensor], phase: str, seed:
     return units
 
 
-def _run_attack(attack: Attack, context: Context, session, correct: dict, seed: int, store: ResultStore,
-                phase: str, earlier: set[str], chunk: int, quiet: bool) -> None:
+def _run_attack(attack: Attack, run: Run, session, correct: dict, phase: str, earlier: set[str]) -> None:
+    context, store = run.context, run.store
     applies = [t for t in TARGETS if attack.skip_reason(capabilities(context.shells[t])) is None
                and attack.only_target in (None, t)]
     if not applies:
         return
     alive = {t: _alive(store, phase, t, correct[t], earlier) for t in applies}
-    units = [u for u in plan_units(attack, alive, phase, seed, chunk)
+    units = [u for u in plan_units(attack, alive, phase, run.seed, run.chunk)
              if not store.chunk_done(phase, attack.name, u.key)]
-    bar = progress(session.run(units), desc=attack.name, disable=quiet or len(units) < 2, total=len(units))
+    bar = progress(session.run(units), desc=attack.name, disable=run.quiet or len(units) < 2, total=len(units))
     for unit, result in bar:  # in completion order; the driver is the only writer
         store.commit_chunk(phase, attack.name, unit.key, result.records, list(unit.targets), result.trace,
                            result.seconds)

@@ -14,8 +14,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from robustness_eval.runner import run_battery
+from robustness_eval.runner import Run, run_battery
 from robustness_eval.types import ADAPTIVE_KINDS, BLACK_BOX_KINDS, AttackKind, Norm, Threat, breaks_of, ladder
+from robustness_eval.units import Context
 from robustness_eval.verify import predict_labels
 
 
@@ -38,7 +39,7 @@ def unbounded_attack(model: nn.Module, shell, x: torch.Tensor, y: torch.Tensor, 
     """
     width = threat.bounds.width
     eps = width if threat.norm is Norm.LINF else width * float(x[0].numel()) ** 0.5
-    result = run_battery(model, shell, x, y, threat.with_eps(eps), attacks, seed=seed)
+    result = run_battery(Run(Context(model, shell, x, y, threat.with_eps(eps)), seed), attacks)
     rates = {t: result.attack_success_rate[t] for t in ("base", "shell")}
     figures = f"success at ε = {eps:g} on {len(y)} points: base {rates['base']:.0%}, shell {rates['shell']:.0%}"
     ok = all(r == 1.0 for r in rates.values())
@@ -229,11 +230,11 @@ def ablation(model: nn.Module, shell_at_zero, x: torch.Tensor, y: torch.Tensor) 
                          "a shell that differs from F at δ = 0 does something besides its search", "")
 
 
-def run_all(results: dict, model: nn.Module, shell, shell_at_zero, x: torch.Tensor, y: torch.Tensor,
-            threat: Threat, seed: int = 0, subset: int = 30, unbounded: dict | None = None) -> list[dict]:
+def run_all(results: dict, run: Run, shell_at_zero, subset: int = 30, unbounded: dict | None = None) -> list[dict]:
     """Every check; the experiments use the first `subset` points to stay cheap. `unbounded` is the
     unbounded-attack verdict when it was already run (escalation reads it first)."""
-    xs, ys = x[:subset], y[:subset]
+    model, shell, threat, seed = run.context.model, run.context.shell, run.context.threat, run.seed
+    xs, ys = run.context.x[:subset], run.context.y[:subset]
     first = SanityVerdict(**unbounded) if unbounded else unbounded_attack(model, shell, xs, ys, threat, seed)
     verdicts = [first, silent_success(model, xs, ys, threat, seed),
                 monotone_in_eps(results),

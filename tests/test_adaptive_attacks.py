@@ -155,7 +155,7 @@ def test_bpda_breaks_a_shell_that_plain_pgd_on_the_shell_cannot(clean, digits_st
         probs = shell.differentiable_probs(z)
         return margin(torch.log(probs + 1e-12), y), probs.detach().argmax(1) != y
 
-    plain_adv, *_ = projected_ascent(plain, x, 0.3, threat.norm, threat.bounds, 30, 0.025, x)
+    plain_adv, *_ = projected_ascent(plain, (x, 0.3), threat.norm, threat.bounds, 30, 0.025, x)
     plain_rate = verify(shell, x, plain_adv, y, threat).success.float().mean()
     out = ATTACKS["bpda"](budget=30)(ShellAwareView(digits_standard, shell, threat.bounds), x, y, threat)
     bpda_rate = verify(shell, x, out.x_adv, y, threat).success.float().mean()
@@ -210,14 +210,15 @@ def test_minmax_runs_on_ncn_and_breaks_a_point_transfer_and_lookahead_miss(digit
     The configuration (standard digits MLP, p = 0.99, radius limit 0.1, ε = 0.05) was found by trying
     16 NCN configurations on 60 points: on two of them min-max broke a point the others missed.
     """
-    from robustness_eval.runner import run_battery
+    from robustness_eval.runner import Run, run_battery
+    from robustness_eval.units import Context
     from shells import NCNShell, capabilities
 
     shell = NCNShell(digits_standard, 0.99, "linf", max_radius=0.1, steps=10, rounds=4)
     assert "per-class-search" in capabilities(shell)
     assert "per-class-search" not in capabilities(NCNShell(digits_standard, 0.99, method="penalty"))
-    result = run_battery(digits_standard, shell, digits.x_test[:60], digits.y_test[:60], Threat("linf", 0.05),
-                         "pgd,cw,lookahead,minmax")
+    result = run_battery(Run(Context(digits_standard, shell, digits.x_test[:60], digits.y_test[:60],
+                                     Threat("linf", 0.05))), "pgd,cw,lookahead,minmax")
     rungs = {a["name"]: a["new_breaks"] for a in result.attacks if a["target"] == "shell"}
     assert rungs["minmax"] >= 1, rungs
     broken_by_minmax = [p["index"] for p in result.points if p["broken_by"]["shell"] == "minmax"]

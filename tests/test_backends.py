@@ -19,10 +19,10 @@ import pytest
 import robustness_eval
 from robustness_eval.backends import LocalBackend, LocalSession, RayBackend, make_backend
 from robustness_eval.cli import main
-from robustness_eval.runner import run_battery
+from robustness_eval.runner import Run, run_battery
 from robustness_eval.store import DB_NAME, ResultStore
 from robustness_eval.types import Threat
-from robustness_eval.units import execute_unit
+from robustness_eval.units import Context, execute_unit
 from shells import MCNShell, VoteShell
 
 ray = pytest.importorskip("ray", reason="the Ray backend's tests need the ray extra: pip install -e '.[ray]'")
@@ -142,8 +142,8 @@ def test_a_vote_shell_gives_the_same_numbers_whatever_order_its_units_run_in(dig
     x, y, threat = digits.x_test[:40], digits.y_test[:40], Threat("linf", 0.1)
     runs = []
     for backend in (LocalBackend(), ReversedBackend()):
-        result = run_battery(digits_standard, shell, x, y, threat, "pgd,noise,square", seed=1,
-                             budgets={"square": 60}, chunk=10, backend=backend).to_json()
+        result = run_battery(Run(Context(digits_standard, shell, x, y, threat), seed=1, chunk=10, backend=backend),
+                             "pgd,noise,square", budgets={"square": 60}).to_json()
         for rung in result["attacks"]:
             rung.pop("seconds")
         runs.append(result)

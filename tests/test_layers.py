@@ -89,3 +89,20 @@ def test_shells_and_attacks_never_import_the_runner_the_pipeline_or_the_reports(
     for module, imported in graph.items():
         if module.split(".")[0] in ("shells", "attacks"):
             assert not imported & UPPER, f"{module} imports {sorted(imported & UPPER)}"
+
+
+def test_no_function_in_the_package_is_over_60_lines_or_8_parameters():
+    """Long functions and long argument lists are where run state used to travel; the run context carries it."""
+    too_big = []
+    for path in (ROOT / "robustness_eval").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                arguments = node.args
+                count = (len(arguments.posonlyargs) + len(arguments.args) + len(arguments.kwonlyargs)
+                         + bool(arguments.vararg) + bool(arguments.kwarg))
+                count -= bool(arguments.args) and arguments.args[0].arg in ("self", "cls")
+                lines = node.end_lineno - node.lineno + 1
+                if lines > 60 or count > 8:
+                    too_big.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines} lines, {count} "
+                                   "parameters)")
+    assert too_big == []

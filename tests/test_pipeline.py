@@ -15,9 +15,10 @@ from attacks.registry import build_battery
 from robustness_eval.cli import main
 from robustness_eval.data import load_npz
 from robustness_eval.loading import load_model, load_object
-from robustness_eval.runner import run_battery, skipped_attacks
+from robustness_eval.runner import Run, run_battery, skipped_attacks
 from robustness_eval.store import ConfigMismatchError
 from robustness_eval.types import Threat
+from robustness_eval.units import Context
 from shells import MCNShell, capabilities
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -90,7 +91,7 @@ def test_a_renamed_copy_of_mcn_gets_the_same_battery_and_numbers(digits, digits_
     full = build_battery("full")
     assert skipped_attacks(full, {"shell": renamed}) == skipped_attacks(full, {"shell": original}) == []
     x, y, threat = digits.x_test[:8], digits.y_test[:8], Threat("linf", 0.1)
-    runs = [run_battery(digits_adversarial, shell, x, y, threat, "lookahead,minmax,bpda-unrolled,eot",
+    runs = [run_battery(Run(Context(digits_adversarial, shell, x, y, threat)), "lookahead,minmax,bpda-unrolled,eot",
                         budgets={"eot": 3, "bpda-unrolled": 3, "minmax": 5, "lookahead": 5}).to_json()
             for shell in (original, renamed)]
     for run in runs:

@@ -9,8 +9,9 @@ import torch
 
 from robustness_eval.cli import main
 from robustness_eval.crosscheck import pgd_crosscheck
-from robustness_eval.runner import run_battery
+from robustness_eval.runner import Run, run_battery
 from robustness_eval.types import Threat
+from robustness_eval.units import Context
 from robustness_eval.verify import verify
 from shells import MCNShell, NCNShell, VoteShell
 
@@ -20,7 +21,7 @@ def mcn_result(digits, digits_adversarial):
     shell = MCNShell(digits_adversarial, 0.1, "linf", digits.bounds)
     x, y = digits.x_test[:40], digits.y_test[:40]
     threat = Threat("linf", 0.1)
-    return run_battery(digits_adversarial, shell, x, y, threat, "fast", seed=0), shell, x, y, threat
+    return run_battery(Run(Context(digits_adversarial, shell, x, y, threat), seed=0), "fast"), shell, x, y, threat
 
 
 def test_every_counted_break_reverifies_on_its_target(mcn_result, digits_adversarial):
@@ -63,7 +64,7 @@ def test_same_seed_same_numbers(digits, digits_adversarial):
 
     def run():
         shell = NCNShell(digits_adversarial, 0.9, "linf", digits.bounds, max_radius=0.1, rounds=3)
-        result = run_battery(digits_adversarial, shell, x, y, threat, "pgd,lookahead", seed=3).to_json()
+        result = run_battery(Run(Context(digits_adversarial, shell, x, y, threat), seed=3), "pgd,lookahead").to_json()
         for rung in result["attacks"]:
             rung.pop("seconds")
         return result
@@ -73,8 +74,8 @@ def test_same_seed_same_numbers(digits, digits_adversarial):
 
 def test_randomized_shell_is_evaluated_by_majority(digits, digits_adversarial):
     shell = VoteShell(digits_adversarial, 0.05, samples=16)
-    result = run_battery(digits_adversarial, shell, digits.x_test[:30], digits.y_test[:30],
-                      Threat("linf", 0.1), "pgd")
+    result = run_battery(Run(Context(digits_adversarial, shell, digits.x_test[:30], digits.y_test[:30],
+                                     Threat("linf", 0.1))), "pgd")
     assert [a["target"] for a in result.attacks] == ["base", "shell"]
     assert 0 <= result.robust_accuracy["shell"] <= result.clean_accuracy["shell"]
 

@@ -10,9 +10,11 @@ from robustness_eval import sanity
 from robustness_eval.active import CONSTRUCTIONS, active_test, plant
 from robustness_eval.api import ground_truth
 from robustness_eval.data import make_synthetic
+from robustness_eval.runner import Run
 from robustness_eval.types import Threat
+from robustness_eval.units import Context
 from robustness_eval.verify import verify
-from shells import MCNShell
+from shells import IdentityShell, MCNShell
 
 
 class FeeblePGD(PGD):
@@ -44,8 +46,9 @@ def test_active_test_fails_a_weakened_battery_and_passes_the_default(setting):
     def make(planted):
         return MCNShell(planted, 0.1, "linf", threat.bounds)
 
-    weak = active_test(model, make, x, y, threat, 0.1, attacks=[FeeblePGD()])
-    strong = active_test(model, make, x, y, threat, 0.1, attacks="fast")
+    run = Run(Context(model, IdentityShell(model), x, y, threat))
+    weak = active_test(run, make, 0.1, attacks=[FeeblePGD()])
+    strong = active_test(run, make, 0.1, attacks="fast")
     assert weak["valid"] >= 20
     assert weak["status"] == "fail" and weak["share_found"] < 0.95
     assert strong["status"] == "pass" and strong["share_found"] >= 0.95
@@ -60,7 +63,8 @@ def test_orthogonal_plants_are_off_the_path_transfer_pgd_follows(setting):
     """Madry's PGD on F' finds (nearly) every on-gradient plant and clearly fewer orthogonal ones."""
     model, _, x, y, threat = setting
     madry = PGD(40, 2, mixed=False, deep=False)  # uniform starts, first success: the plain gradient path
-    result = active_test(model, lambda planted: MCNShell(planted, 0.1, "linf", threat.bounds), x, y, threat, 0.1,
+    result = active_test(Run(Context(model, IdentityShell(model), x, y, threat)),
+                         lambda planted: MCNShell(planted, 0.1, "linf", threat.bounds), 0.1,
                          attacks=[madry], plants={"on-gradient": 30, "orthogonal": 30})["constructions"]
     assert result["on-gradient"]["share_found"] >= 0.9
     assert result["orthogonal"]["share_found"] <= result["on-gradient"]["share_found"] - 0.2
