@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from attacks.foolbox_pgd import FoolboxPGD
 from attacks.pgd import PGD
-from robustness_eval.types import Threat
+from robustness_eval.runner import Run
 from robustness_eval.verify import verify
 from robustness_eval.views import BaseModelView
 
 
-def pgd_crosscheck(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Threat,
-                   steps: int = 40, restarts: int = 2, seed: int = 0) -> dict:
-    """Robust accuracy of F under our PGD and under Foolbox's, each verified, on all n points."""
+def pgd_crosscheck(run: Run, steps: int = 40, restarts: int = 2) -> dict:
+    """Robust accuracy of F under our PGD and under Foolbox's, each verified, on all n points of `run`."""
+    model, x, y, threat, seed = run.context.model, run.context.x, run.context.y, run.context.threat, run.seed
     view = BaseModelView(model, threat.bounds)
     with torch.no_grad():
         correct = model(x).argmax(1) == y

@@ -130,8 +130,7 @@ def _checks(result: EvaluationResult, run: Run, job: Evaluation, config: dict) -
         result = escalate(result, run, battery, battery_x2, unbounded and unbounded["values"],
                           surrogate=job.surrogate, time_cap=config["escalation_cap"])
     if config["crosscheck"]:
-        result.extras["crosscheck"] = _cached(store, "crosscheck", lambda: pgd_crosscheck(
-            context.model, context.x, context.y, context.threat, seed=seed))
+        result.extras["crosscheck"] = _cached(store, "crosscheck", lambda: pgd_crosscheck(run))
     if config["sanity"]:
         result.extras.update(_cached(store, "truth_checks", lambda: _truth_checks(
             result, run, job.source, job.battery, store.meta("unbounded"))))

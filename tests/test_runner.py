@@ -13,7 +13,7 @@ from robustness_eval.runner import Run, run_battery
 from robustness_eval.types import Threat
 from robustness_eval.units import Context
 from robustness_eval.verify import verify
-from shells import MCNShell, NCNShell, VoteShell
+from shells import IdentityShell, MCNShell, NCNShell, VoteShell
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,8 @@ def test_randomized_shell_is_evaluated_by_majority(digits, digits_adversarial):
 
 def test_our_pgd_agrees_with_foolbox_on_the_base_model(digits, digits_adversarial):
     x, y = digits.x_test[:200], digits.y_test[:200]
-    check = pgd_crosscheck(digits_adversarial, x, y, Threat("linf", 0.1))
+    check = pgd_crosscheck(Run(Context(digits_adversarial, IdentityShell(digits_adversarial), x, y,
+                                       Threat("linf", 0.1))))
     assert abs(check["ours"] - check["foolbox"]) <= 0.01 + 1e-9, check
 
 
