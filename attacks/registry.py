@@ -15,6 +15,7 @@ from attacks.base import Attack
 from attacks.bpda import BPDA, TargetedBPDA, UnrolledBPDA
 from attacks.bpda_base import BPDABase
 from attacks.decision import Boundary, HopSkipJump
+from attacks.end_to_end import EndToEndPGD, TargetedEndToEndCW
 from attacks.eot import EOT
 from attacks.foolbox_pgd import FoolboxPGD
 from attacks.lookahead import LookAhead
@@ -33,7 +34,8 @@ ENTRY_POINT_GROUP = "robustness_eval.attacks"
 ATTACKS: dict[str, type[Attack]] = {
     cls.name: cls for cls in (
         PGD, CWMargin, DLR, MultiTargetedCW, APGD, TargetedConfident, FoolboxPGD, RandomNoise, GradientPath,
-        TargetedGradientPath, LookAhead, MinMax, TargetedMinMax, BPDA, TargetedBPDA, UnrolledBPDA, BPDABase, EOT,
+        TargetedGradientPath, LookAhead, MinMax, TargetedMinMax, EndToEndPGD, TargetedEndToEndCW,
+        BPDA, TargetedBPDA, UnrolledBPDA, BPDABase, EOT,
         Square, TargetedSquare, SPSA, *NEVERGRAD_ATTACKS, HopSkipJump, Boundary,
     )
 }
@@ -51,10 +53,11 @@ FULL_BUDGETS = {"hsj": 500, "boundary": 500, **{a.name: 200 for a in NEVERGRAD_A
 # look-ahead climbs the targeted margin from 6 starts and min-max goes through the shell's own searches from
 # 5; the attacks' own defaults carry those settings, so `full` is never weaker. The other targeted forms
 # (cw-t, minmax-t, bpda-t, square-t) found nothing more here for their time and run in `full` and escalation.
+# pgd-e2e and cw-e2e-t run only on a differentiable shell (MagNet, resize-pad), where they are the attack.
 PRESETS: dict[str, list[tuple[str, int | None, dict]]] = {
     "fast": [(name, budget, {}) for name, budget in (
         ("pgd", None), ("cw", None), ("noise", 20), ("pgd-path", None), ("pgd-path-t", None),
-        ("lookahead", None), ("minmax", None),
+        ("lookahead", None), ("minmax", None), ("pgd-e2e", None), ("cw-e2e-t", None),
         ("bpda", 20), ("eot", 20), ("square", 100))],
     "full": [(name, FULL_BUDGETS.get(name), {}) for name in ATTACKS],
 }

@@ -24,7 +24,7 @@ from robustness_eval.provenance import configuration, data_hash, run_config
 from robustness_eval.results import EvaluationResult
 from robustness_eval.run_directory import check_store_dir, check_stored_config, stored_chunk
 from robustness_eval.runner import resolve_battery
-from robustness_eval.shell_source import ShellSource, shell_source
+from robustness_eval.shell_source import ShellSource, bind_dataset, shell_source
 from robustness_eval.store import ResultStore
 from robustness_eval.types import Threat, check_nonnegative
 from robustness_eval.validation import check_points, select_points
@@ -83,7 +83,7 @@ def prepare_evaluation(model: nn.Module, shell, data: Dataset | tuple, threat: T
     model.to(device)  # in place, as nn.Module.to does: the shell wraps this same object
     x, y = x.to(device).clone(), y.to(device).clone()  # the caller's tensors stay theirs
     classes, findings = probe_model(model, x, y)
-    source = shell_source(shell, model, threat, options.seed, options.shell_options)
+    source = shell_source(bind_dataset(shell, data), model, threat, options.seed, options.shell_options)
     source.shell.to(device)
     undeclared = probe_shell(source.shell, model, x, classes)  # non-empty: found random, now marked so
     source.randomized, findings = bool(undeclared), findings + undeclared

@@ -36,7 +36,7 @@ from robustness_eval.units import Context, Unit, repeats_for, reseed_randomized
 from robustness_eval.verify import predict_labels
 from shells.base import capabilities
 
-KIND_ORDER = [AttackKind.TRANSFER, AttackKind.BASELINE, AttackKind.SHELL_AWARE, AttackKind.BPDA,
+KIND_ORDER = [AttackKind.TRANSFER, AttackKind.BASELINE, AttackKind.SHELL_AWARE, AttackKind.WHITE_BOX, AttackKind.BPDA,
               AttackKind.EOT, AttackKind.SCORE_BASED, AttackKind.DECISION_BASED]
 TARGETS = ("base", "shell")
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import nn
 
+from robustness_eval.data import Dataset
 from robustness_eval.types import Threat, check_nonnegative, check_probability
 from shells.base import can_rebuild
-from shells.registry import accepted_options, call_factory
+from shells.registry import accepted_options, call_factory, takes_dataset
 
 
 @dataclass
@@ -24,6 +26,9 @@ class ShellSource:
     def takes(self, option: str) -> bool:
         if self.factory is not None:
             return option in accepted_options(self.factory, {option: None})
+        arguments = getattr(self.shell, "shell_arguments", None)
+        if isinstance(arguments, dict) and can_rebuild(self.shell):  # a `Shell`: the options its arguments take
+            return getattr(self.shell, "option_parameters", {}).get(option, option) in arguments
         return can_rebuild(self.shell)
 
     def rebuild(self, model: nn.Module, **changes) -> nn.Module | None:
@@ -58,3 +63,11 @@ def shell_source(shell, model: nn.Module, threat: Threat, seed: int, options: di
     if not isinstance(built, nn.Module):
         raise TypeError(f"the shell factory must return a torch.nn.Module shell (it returned {type(built).__name__})")
     return ShellSource(built, shell, merged)
+
+
+def bind_dataset(shell, data):
+    """A factory that names a `dataset` parameter (a defense whose generative part is trained on the data, e.g.
+    MagNet's autoencoder) gets the run's `Dataset` bound to it; anything else is returned as it is."""
+    if isinstance(shell, nn.Module) or not callable(shell) or not isinstance(data, Dataset) or not takes_dataset(shell):
+        return shell
+    return functools.partial(shell, dataset=data)

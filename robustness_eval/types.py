@@ -33,6 +33,7 @@ class AttackKind(enum.StrEnum):
     BASELINE = "baseline"
     TRANSFER = "transfer"
     SHELL_AWARE = "shell-aware"
+    WHITE_BOX = "white-box"  # end to end through a differentiable shell
     BPDA = "bpda"
     EOT = "eot"
     SCORE_BASED = "score-based"
@@ -40,8 +41,9 @@ class AttackKind(enum.StrEnum):
 
 
 # the groups of kinds every indicator and plot reads (members compare equal to results.json's strings)
-GRADIENT_KINDS = frozenset({AttackKind.TRANSFER, AttackKind.SHELL_AWARE, AttackKind.BPDA, AttackKind.EOT})
-ADAPTIVE_KINDS = frozenset({AttackKind.SHELL_AWARE, AttackKind.BPDA, AttackKind.EOT})
+GRADIENT_KINDS = frozenset({AttackKind.TRANSFER, AttackKind.SHELL_AWARE, AttackKind.WHITE_BOX, AttackKind.BPDA,
+                            AttackKind.EOT})
+ADAPTIVE_KINDS = frozenset({AttackKind.SHELL_AWARE, AttackKind.WHITE_BOX, AttackKind.BPDA, AttackKind.EOT})
 BLACK_BOX_KINDS = frozenset({AttackKind.SCORE_BASED, AttackKind.DECISION_BASED})
 
 

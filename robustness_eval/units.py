@@ -18,7 +18,7 @@ from torch import nn
 from attacks.base import Attack
 from robustness_eval.types import Threat
 from robustness_eval.verify import predict_labels, verify
-from robustness_eval.views import BaseModelView, ShellAwareView, ShellOracle
+from robustness_eval.views import BaseModelView, EndToEndView, ShellAwareView, ShellOracle
 from shells.base import IdentityShell
 
 VERIFY_REPEATS_RANDOMIZED = 5
@@ -88,11 +88,14 @@ def reseed_randomized(context: Context, seed: int) -> None:
 
 
 def view_for(attack: Attack, context: Context, target: str, n: int):
-    """The access `attack` declares to `target`: F white-box, the shell as a counted oracle, or shell-aware."""
+    """The access `attack` declares to `target`: F white-box, the shell as a counted oracle, shell-aware, or a
+    differentiable shell end to end."""
     if attack.view == "base":
         return BaseModelView(context.model, context.threat.bounds)
     if attack.view == "oracle":
         return ShellOracle(context.shells[target], n, attack.budget)
+    if attack.view == "end-to-end":
+        return EndToEndView(context.shells[target], context.threat.bounds)
     return ShellAwareView(context.model, context.shells[target], context.threat.bounds)
 
 
@@ -109,8 +112,10 @@ def execute_unit(context: Context, unit: Unit) -> UnitResult:
         (target,) = unit.targets
         view = view_for(attack, context, target, len(part))
         out = attack(view, x[part], y[part], threat, seed=unit.seed)
-        # the oracle's own count is the honest one; white-box views report their own
+        # the oracle's own count is the honest one; white-box views report their own, end to end per draw
         queries = view.queries if isinstance(view, ShellOracle) else out.queries
+        if isinstance(view, EndToEndView):
+            queries = queries * view.draws
         crafted = {target: (out.x_adv, queries)}
     records = []
     for target, verified in unit.targets.items():

@@ -5,6 +5,8 @@
   point it belongs to, and a query that would take a point past its budget is refused.
 - `ShellAwareView`: F white-box plus the shell's public parameters (norm, δ, p) and its own
   per-class search, for attacks that know how the shell works (look-ahead, min-max, BPDA).
+- `EndToEndView`: a differentiable shell's own log-probabilities with their gradient (averaged
+  over `draws` of its randomness when it is randomized: EOT), for white-box attacks on G itself.
 """
 
 from __future__ import annotations
@@ -104,3 +106,21 @@ class ShellAwareView(BaseModelView):
         """G(x) (no gradient)."""
         with torch.no_grad():
             return self._shell(x.detach().clone())
+
+
+class EndToEndView(BaseModelView):
+    """A differentiable shell as the white-box model: `logits(x)` = log G(x), gradient kept; on a randomized
+    shell log of G's probabilities averaged over `draws` calls (the expectation EOT differentiates)."""
+
+    EOT_DRAWS = 8
+
+    def __init__(self, shell: nn.Module, bounds: Bounds, draws: int | None = None) -> None:
+        super().__init__(shell, bounds)
+        self.randomized = bool(getattr(shell, "randomized", False))
+        self.draws = (draws or self.EOT_DRAWS) if self.randomized else 1
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        probs = self.model(x)
+        for _ in range(self.draws - 1):
+            probs = probs + self.model(x)
+        return torch.log((probs / self.draws).clamp_min(1e-30))

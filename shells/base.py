@@ -9,7 +9,9 @@ offers is declared as *capabilities*, and attacks are matched to shells by them,
 - ``ball-ascent``: the per-class search is projected ascent on F(z)_t inside the `radius` ball
   (an unrolled copy of it is a faithful BPDA surrogate);
 - ``sampling``: a randomized shell exposes `sample_points(x)`, one query's random neighbours;
-- ``deterministic``: the same input always gets the same answer.
+- ``deterministic``: the same input always gets the same answer;
+- ``differentiable``: forward keeps the graph from x to G(x) (class attribute `differentiable`), so
+  white-box attacks run on G end to end.
 
 `capabilities(shell)` derives them from what the shell implements; a shell may declare its own
 set in the class attribute `capabilities`. `rebuild(model, **options)` builds the same shell
@@ -33,7 +35,7 @@ from torch import nn
 from robustness_eval.modules import eval_mode
 from robustness_eval.types import Bounds, Norm
 
-CAPABILITIES = ("search", "per-class-search", "ball-ascent", "sampling", "deterministic")
+CAPABILITIES = ("search", "per-class-search", "ball-ascent", "sampling", "deterministic", "differentiable")
 SHELL_OPTIONS = ("delta", "p", "norm", "bounds", "seed", "search_dtype")
 
 
@@ -92,6 +94,7 @@ class Shell(nn.Module):
 
     kind: ClassVar[str] = "abstract"
     randomized: ClassVar[bool] = False
+    differentiable: ClassVar[bool] = False  # True: forward keeps the graph from x to G(x)
     capabilities: ClassVar[frozenset[str] | None] = None  # None: derived by `capabilities(shell)`
     option_parameters: ClassVar[dict[str, str]] = {}  # suite option → constructor parameter, where they differ
     shell_arguments: dict[str, Any]
@@ -166,6 +169,8 @@ def capabilities(shell: nn.Module) -> frozenset[str]:
         offered.add("sampling")
     if not randomized:
         offered.add("deterministic")
+    if getattr(shell, "differentiable", False):
+        offered.add("differentiable")
     return frozenset(offered)
 
 

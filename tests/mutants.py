@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from robustness_eval.norms import project
-from shells import MCNShell, NCNShell
+from robustness_eval.testing import factories
+from shells import MagNetShell, MCNShell, NCNShell
 from shells.base import Shell
 
 
@@ -110,5 +111,17 @@ def log_probabilities(model):
     return LogProbabilities(model)
 
 
+class FalselyDifferentiable(MagNetShell):
+    """Declares `differentiable` but returns probabilities without a graph (the base class's forward)."""
+
+    def forward(self, x):
+        with torch.no_grad():
+            return torch.softmax(self.base_model(self.reform(x)), dim=1)
+
+
+def falsely_differentiable(model):
+    return FalselyDifferentiable(model, factories.magnet(model).autoencoder)
+
+
 MUTANTS = ["searches_outside_ball", "no_fallback_to_x", "batch_normalised", "edits_in_place",
-           "wrong_threshold", "index_tie_break", "log_probabilities"]
+           "wrong_threshold", "index_tie_break", "log_probabilities", "falsely_differentiable"]

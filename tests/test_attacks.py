@@ -85,12 +85,16 @@ def test_full_preset_covers_every_attack_and_kind_and_applies_to_mcn():
     assert [a.name for a in battery] == list(ATTACKS)
     assert {a.kind for a in battery} == set(AttackKind)
     assert next(a for a in battery if a.name == "square").budget == 7  # user budgets win over the preset
-    # on the default (deterministic MCN) run every kind must have at least one applicable attack
+    # on the default (deterministic MCN) run every kind but white-box (end to end through a differentiable
+    # shell) must have at least one applicable attack; a differentiable reformer gets that one too
+    from robustness_eval.testing.factories import magnet
     from shells import MCNShell, capabilities
 
     offered = capabilities(MCNShell(nn.Linear(4, 3), 0.1))
     kinds = {a.kind for a in battery if a.skip_reason(offered) is None}
-    assert kinds == set(AttackKind)
+    assert kinds == set(AttackKind) - {AttackKind.WHITE_BOX}
+    offered = capabilities(magnet(nn.Linear(4, 3)))
+    assert AttackKind.WHITE_BOX in {a.kind for a in battery if a.skip_reason(offered) is None}
 
 
 def test_attack_is_deterministic_for_a_seed(digits, digits_standard):

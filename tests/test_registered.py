@@ -8,18 +8,21 @@ points add one attack and one shell, and the first test checks that the tables h
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 
 import pytest
 import torch
+from torch import nn
 
 import robustness_eval
 from attacks.registry import ATTACKS, attack_classes
 from robustness_eval.results import describe_shell
+from robustness_eval.shell_source import ShellSource
 from robustness_eval.store import ConfigMismatchError, compare_configs
 from robustness_eval.types import Bounds, Norm, Threat
-from robustness_eval.views import BaseModelView, ShellAwareView, ShellOracle
+from robustness_eval.views import BaseModelView, EndToEndView, ShellAwareView, ShellOracle
 from shells import MCNShell, NCNShell, Shell, VoteShell, capabilities
 from shells.registry import BUILT_IN, build_shell, shell_factories
 
@@ -34,8 +37,11 @@ def test_the_tables_hold_every_registered_attack_and_shell_including_entry_point
 
 
 def _target_for(attack, model) -> Shell:
-    """A shell offering what `attack` needs: MCN (search, per-class search, ball ascent), else a vote."""
-    for shell in (MCNShell(model, 0.1, steps=2), VoteShell(model, 0.1, samples=4)):
+    """A shell offering what `attack` needs: MCN (search, per-class search, ball ascent), a vote, else a
+    differentiable reformer."""
+    from robustness_eval.testing.factories import magnet
+
+    for shell in (MCNShell(model, 0.1, steps=2), VoteShell(model, 0.1, samples=4), magnet(model)):
         if attack.skip_reason(capabilities(shell)) is None:
             return shell
     raise AssertionError(f"{attack.name} applies to neither MCN nor a vote shell")
@@ -46,6 +52,8 @@ def _view(attack, model, shell, n: int):
         return BaseModelView(model, Bounds())
     if attack.view == "oracle":
         return ShellOracle(shell, n, attack.budget)
+    if attack.view == "end-to-end":
+        return EndToEndView(shell, Bounds())
     return ShellAwareView(model, shell, Bounds())
 
 
@@ -104,14 +112,21 @@ def _another(name: str, value, model):
     if isinstance(value, str):
         return STRING_ALTERNATIVES[value]
     if value is None:
-        return MCNShell(model, 0.05, steps=2) if "mcn" in name else 0.01
+        return {"around_mcn": MCNShell(model, 0.05, steps=2), "image_shape": (1, 8, 8)}.get(name, 0.01)
     if isinstance(value, Shell):
         return None
+    if isinstance(value, nn.Module):  # a defense's trained part: the same module with other weights
+        other = copy.deepcopy(value)
+        with torch.no_grad():
+            next(other.parameters()).add_(1.0)
+        return other
     raise AssertionError(f"no other value for argument {name}={value!r}: add one to the test's table")
 
 
 def _built(name: str, model) -> Shell:
-    return build_shell(name, model, "linf", Bounds(), 0.1)
+    from robustness_eval.data import load_digits
+
+    return build_shell(name, model, "linf", Bounds(), 0.1, dataset=load_digits())
 
 
 @pytest.mark.parametrize("name", SHELL_NAMES)
@@ -133,7 +148,11 @@ def test_every_shell_rebuilds_to_itself_and_takes_the_suites_options(name, digit
     again = shell.rebuild(digits_standard)
     assert again.base_model is digits_standard and describe_shell(again) == describe_shell(shell)
     at_zero = shell.rebuild(digits_adversarial, delta=0.0)
-    assert at_zero.radius == 0.0 and describe_shell(at_zero)["kind"] == describe_shell(shell)["kind"]
+    if shell.option_parameters.get("delta", "delta") in shell.shell_arguments:
+        assert at_zero.radius == 0.0 and describe_shell(at_zero)["kind"] == describe_shell(shell)["kind"]
+    else:  # a shell without δ (a purifier) is rebuilt unchanged; the δ → 0 ablation does not apply to it
+        assert describe_shell(at_zero) == describe_shell(shell)
+        assert not ShellSource(shell, None, {}).takes("delta")
 
 
 def test_a_resume_of_an_ncn_run_with_another_alpha_is_refused_naming_the_key(digits, digits_adversarial, tmp_path):

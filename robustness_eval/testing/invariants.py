@@ -173,6 +173,21 @@ def input_untouched_and_modes(factory, case) -> None:
         raise InvariantViolationError("different output under torch.no_grad")
 
 
+def gradient_reaches_input(factory, case) -> None:
+    """A shell declaring `differentiable`: G(x) keeps its graph to x, and the gradient there is finite and not
+    zero everywhere (white-box attacks run on G end to end only on that promise)."""
+    shell = factory(case.model)
+    x = case.x.clone().requires_grad_(True)
+    probs = _call(shell, x)
+    if not probs.requires_grad:
+        raise InvariantViolationError("declares `differentiable` but G(x) has no graph back to x")
+    (grad,) = torch.autograd.grad(torch.log(probs.clamp_min(1e-30)).amax(1).sum(), x, allow_unused=True)
+    if grad is None or not torch.isfinite(grad).all():
+        raise InvariantViolationError(f"the gradient of log max G(x) is {'missing' if grad is None else 'not finite'}")
+    if case.classes > 1 and float(probs.detach().amax(1).min()) < 1 - 1e-4 and not bool((grad != 0).any()):
+        raise InvariantViolationError("the gradient of log max G(x) is zero at every input of the batch")
+
+
 def _offers(capability: str) -> Callable:
     return lambda shell: capability in capabilities(shell)
 
@@ -196,4 +211,6 @@ INVARIANTS = [
               _deterministic),
     Invariant("input_untouched_and_modes", input_untouched_and_modes.__doc__, input_untouched_and_modes,
               lambda s: True),
+    Invariant("gradient_reaches_input", gradient_reaches_input.__doc__, gradient_reaches_input,
+              _offers("differentiable")),
 ]
