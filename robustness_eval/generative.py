@@ -20,7 +20,7 @@ from torch import nn
 
 from robustness_eval.data import Dataset
 from robustness_eval.types import Bounds
-from robustness_eval.zoo import SHIPPED_DIR, SHIPPED_INDEX, cache_dir, model_hash
+from robustness_eval.zoo import SHIPPED_INDEX, load_or_train
 
 GENERATIVE_KINDS = ("autoencoder", "vae")
 
@@ -151,23 +151,9 @@ def load_generative(dataset: Dataset, kind: str = "autoencoder", seed: int = 0, 
         known = sorted({name for name, _ in RECIPES})
         raise ValueError(f"the zoo has no {kind} for data set {dataset.name!r} (it has: {', '.join(known)}); "
                          "pass your own trained module to the shell instead")
-    name = weights_name(dataset, kind, seed)
     model = _architecture(dataset, kind)
-    shipped, cached = SHIPPED_DIR / name, cache_dir() / name
-    if shipped.exists() and not retrain:
-        model.load_state_dict(torch.load(shipped, weights_only=True))
-        expected = shipped_generative_hash(dataset, kind, seed)
-        if model_hash(model) != expected:
-            raise RuntimeError(f"shipped weights {shipped} do not match their recorded hash {expected}; "
-                               "reinstall the package")
-    elif cached.exists() and not retrain:
-        model.load_state_dict(torch.load(cached, weights_only=True))
-    else:
-        train_generative(model, dataset, kind, seed)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        partial = cached.with_suffix(".tmp")
-        torch.save(model.state_dict(), partial)
-        partial.replace(cached)  # atomic: a crash never leaves half a file under the real name
+    load_or_train(model, weights_name(dataset, kind, seed), lambda: train_generative(model, dataset, kind, seed),
+                  retrain)
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     return model.eval()

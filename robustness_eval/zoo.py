@@ -139,25 +139,33 @@ def load_model(dataset: Dataset, kind: str = "adversarial", seed: int = 0,
                          "or pass your own torch.nn.Module to evaluate()")
     if (dataset.name, kind) not in RECIPES:
         raise ValueError(f"the zoo has no {kind} model for data set {dataset.name!r}; pass your own model")
-    name = weights_name(dataset, kind, seed)
     model = build_architecture(dataset)
+    recipe = RECIPES[(dataset.name, kind)]
+    load_or_train(model, weights_name(dataset, kind, seed), lambda: train(model, dataset, recipe, seed, quiet=quiet),
+                  retrain)
+    model.zoo_kind = kind  # reports call it by its zoo name
+    return model.eval()
+
+
+def load_or_train(model: nn.Module, name: str, train_in_place, retrain: bool = False) -> nn.Module:
+    """Fill `model` with the weights `name`: shipped (hash-checked against `hashes.json`), else cached, else
+    trained by `train_in_place()` and cached atomically (a crash never leaves half a file under the name)."""
     shipped, cached = SHIPPED_DIR / name, cache_dir() / name
     if shipped.exists() and not retrain:
         model.load_state_dict(torch.load(shipped, weights_only=True))
-        expected = shipped_hash(dataset, kind, seed)
+        expected = json.loads(SHIPPED_INDEX.read_text()).get(name) if SHIPPED_INDEX.exists() else None
         if model_hash(model) != expected:
             raise RuntimeError(f"shipped weights {shipped} do not match their recorded hash {expected}; "
                                "reinstall the package")
     elif cached.exists() and not retrain:
         model.load_state_dict(torch.load(cached, weights_only=True))
     else:
-        train(model, dataset, RECIPES[(dataset.name, kind)], seed, quiet=quiet)
+        train_in_place()
         cached.parent.mkdir(parents=True, exist_ok=True)
         partial = cached.with_suffix(".tmp")
         torch.save(model.state_dict(), partial)
-        partial.replace(cached)  # atomic: a crash never leaves half a file under the real name
-    model.zoo_kind = kind  # reports call it by its zoo name
-    return model.eval()
+        partial.replace(cached)
+    return model
 
 
 def _pgd_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Threat,

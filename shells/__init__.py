@@ -1,7 +1,7 @@
 """Model shells: wrappers that search around each input before classifying it, and the defenses of
 the literature written as shells (Defense-GAN, MagNet, JPEG, TVM, bit-depth, resizing and padding)."""
 
-from shells.base import CAPABILITIES, IdentityShell, Shell, capabilities
+from shells.base import CAPABILITIES, IdentityShell, RandomizedShell, Shell, capabilities
 from shells.bit_depth import BitDepthShell
 from shells.defense_gan import DefenseGANShell
 from shells.jpeg import JPEGShell
@@ -14,5 +14,5 @@ from shells.tvm import TVMShell
 from shells.vote import VoteShell
 
 __all__ = ["CAPABILITIES", "BitDepthShell", "DefenseGANShell", "IdentityShell", "JPEGShell", "MCNShell",
-           "MagNetShell", "NCNShell", "ResizePadShell", "Shell", "TVMShell", "VoteShell", "build_shell",
-           "capabilities", "shell_factories"]
+           "MagNetShell", "NCNShell", "RandomizedShell", "ResizePadShell", "Shell", "TVMShell", "VoteShell",
+           "build_shell", "capabilities", "shell_factories"]

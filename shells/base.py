@@ -153,6 +153,18 @@ class Shell(nn.Module):
         return described
 
 
+class RandomizedShell(Shell):
+    """Base class of shells that draw from their own generator: `reseed(seed)` restarts the sequence, so a seed
+    fixes every answer (the suite reseeds before each unit of work)."""
+
+    randomized = True
+
+    def reseed(self, seed: int) -> None:
+        """Restart the shell's random sequence from `seed`."""
+        self.seed = seed
+        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+
+
 def capabilities(shell: nn.Module) -> frozenset[str]:
     """What `shell` offers to attacks (see the module docstring): declared, or derived from its methods."""
     declared = getattr(shell, "capabilities", None)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from robustness_eval.modules import eval_mode
 from robustness_eval.types import Bounds, check_nonnegative, check_positive_int
 from shells.base import Shell
 
@@ -42,7 +43,7 @@ class DefenseGANShell(Shell):
         super().__init__(model, "linf", bounds)
         if not isinstance(generator, nn.Module):
             raise TypeError(f"`generator` must be a torch.nn.Module (got {type(generator).__name__})")
-        self.generator_net = generator.eval()
+        self.generator_net = eval_mode(generator)
         self.latent = check_positive_int(latent, "latent")
         self.steps = check_positive_int(steps, "steps")
         self.starts = check_positive_int(starts, "starts")

@@ -47,12 +47,12 @@ def dct_matrix(size: int = 8) -> torch.Tensor:
 def jpeg_round_trip(images: torch.Tensor, quality: int, bounds: Bounds) -> torch.Tensor:
     """The JPEG round trip of (B, C, H, W) `images` in `bounds`, same shape and dtype."""
     b, c, h, w = images.shape
-    levels = ((images.double() - bounds.lower) / bounds.width * 255).clamp(0, 255) - 128
+    levels = ((images.float() - bounds.lower) / bounds.width * 255).clamp(0, 255) - 128
     pad_h, pad_w = -h % 8, -w % 8
     padded = nn.functional.pad(levels, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else levels
     blocks = padded.unfold(2, 8, 8).unfold(3, 8, 8)  # B, C, H/8, W/8, 8, 8
-    d = dct_matrix().to(images.device)
-    table = quantisation_table(quality).to(images.device)
+    d = dct_matrix().to(images.device, torch.float32)
+    table = quantisation_table(quality).to(images.device, torch.float32)
     coefficients = d @ blocks @ d.T
     restored = d.T @ (torch.round(coefficients / table) * table) @ d
     rows = restored.permute(0, 1, 2, 4, 3, 5).reshape(b, c, h + pad_h, w + pad_w)[:, :, :h, :w]

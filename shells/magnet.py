@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from robustness_eval.modules import eval_mode
 from robustness_eval.types import Bounds
 from shells.base import Shell
 
@@ -35,7 +36,7 @@ class MagNetShell(Shell):
         super().__init__(model, "linf", bounds)
         if not isinstance(autoencoder, nn.Module):
             raise TypeError(f"`autoencoder` must be a torch.nn.Module (got {type(autoencoder).__name__})")
-        self.autoencoder = autoencoder.eval()
+        self.autoencoder = eval_mode(autoencoder)
         self.radius = bounds.width  # no limit on the move but the box itself
 
     def reform(self, x: torch.Tensor) -> torch.Tensor:

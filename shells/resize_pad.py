@@ -18,11 +18,11 @@ import torch
 from torch import nn
 
 from robustness_eval.types import Bounds
-from shells.base import Shell
+from shells.base import RandomizedShell
 from shells.images import check_image_shape, image_view
 
 
-class ResizePadShell(Shell):
+class ResizePadShell(RandomizedShell):
     """Classify a randomly resized and padded copy of the input (see module docstring).
 
     Args:
@@ -34,7 +34,6 @@ class ResizePadShell(Shell):
     """
 
     kind = "resize-pad"
-    randomized = True
     differentiable = True
 
     def __init__(self, model: nn.Module, scale: float = 331 / 299, bounds: Bounds = Bounds(),
@@ -45,11 +44,6 @@ class ResizePadShell(Shell):
         self.scale, self.image_shape = float(scale), check_image_shape(image_shape)
         self.radius = bounds.width  # no limit on the move but the box itself
         self.reseed(seed)
-
-    def reseed(self, seed: int) -> None:
-        """Restart the shell's random sequence from `seed`."""
-        self.seed = seed
-        self.generator = torch.Generator(device="cpu").manual_seed(seed)
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         """One draw per point, shape of `x`, graph kept: the input resized to r × r' inside a P × P' frame

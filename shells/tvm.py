@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from robustness_eval.types import Bounds, check_nonnegative, check_positive_int, check_probability
-from shells.base import Shell
+from shells.base import RandomizedShell
 from shells.images import check_image_shape, image_view
 
 SMOOTHING = 1e-2  # of the TV magnitudes, on the 0–1 scale: keeps the objective smooth enough for fixed steps
@@ -31,7 +31,7 @@ def total_variation(images: torch.Tensor, smoothing: float = SMOOTHING) -> torch
     return (down**2 + smoothing).sqrt().flatten(1).sum(1) + (right**2 + smoothing).sqrt().flatten(1).sum(1)
 
 
-class TVMShell(Shell):
+class TVMShell(RandomizedShell):
     """Classify a TV-minimising reconstruction from randomly kept pixels (see module docstring).
 
     Args:
@@ -45,7 +45,6 @@ class TVMShell(Shell):
     """
 
     kind = "tvm"
-    randomized = True
 
     def __init__(self, model: nn.Module, keep: float = 0.5, weight: float = 0.03, steps: int = 40,
                  bounds: Bounds = Bounds(), image_shape: tuple[int, int, int] | None = None, seed: int = 0) -> None:
@@ -56,11 +55,6 @@ class TVMShell(Shell):
         self.image_shape = check_image_shape(image_shape)
         self.radius = bounds.width  # no limit on the move but the box itself
         self.reseed(seed)
-
-    def reseed(self, seed: int) -> None:
-        """Restart the shell's random sequence from `seed`."""
-        self.seed = seed
-        self.generator = torch.Generator(device="cpu").manual_seed(seed)
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """One draw: the TV reconstruction of `x` from a random subset of its pixels, shape of `x`."""

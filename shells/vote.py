@@ -14,11 +14,11 @@ from torch import nn
 
 from robustness_eval.norms import project, random_in_ball
 from robustness_eval.types import Bounds, Norm, check_nonnegative, check_positive_int
-from shells.base import Shell
+from shells.base import RandomizedShell
 from shells.mcn import MCNShell
 
 
-class VoteShell(Shell):
+class VoteShell(RandomizedShell):
     """Weighted majority vote over random neighbours.
 
     Args:
@@ -32,7 +32,6 @@ class VoteShell(Shell):
     """
 
     kind = "vote"
-    randomized = True
     option_parameters: ClassVar[dict[str, str]] = {"delta": "radius"}
 
     def __init__(self, model: nn.Module, radius: float, norm: Norm | str = Norm.LINF,
@@ -43,11 +42,6 @@ class VoteShell(Shell):
         self.samples = check_positive_int(samples, "samples")
         self.around_mcn = around_mcn
         self.reseed(seed)
-
-    def reseed(self, seed: int) -> None:
-        """Restart the shell's random sequence from `seed`."""
-        self.seed = seed
-        self.generator = torch.Generator(device="cpu").manual_seed(seed)
 
     def sample_points(self, x: torch.Tensor) -> torch.Tensor:
         """The draws of one query: shape (B, samples, *input)."""

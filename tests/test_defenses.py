@@ -75,7 +75,8 @@ def test_end_to_end_pgd_on_the_autoencoder_shell_breaks_points_bpda_misses(digit
 
 
 def test_the_zoo_ships_the_generative_models_of_the_bundled_data_with_their_hashes(digits):
-    from robustness_eval.generative import SHIPPED_DIR, shipped_generative_hash, weights_name
+    from robustness_eval.generative import shipped_generative_hash, weights_name
+    from robustness_eval.zoo import SHIPPED_DIR
 
     for kind in ("autoencoder", "vae"):
         assert (SHIPPED_DIR / weights_name(digits, kind, 0)).exists() and shipped_generative_hash(digits, kind)
