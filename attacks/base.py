@@ -89,6 +89,11 @@ class Attack:
         attack.only_target = self.only_target
         return attack
 
+    @classmethod
+    def needs(cls) -> str:
+        """The capabilities the attack needs from its target, as text ("nothing": it runs on any target)."""
+        return ", ".join(sorted(cls.requires)) or "nothing"
+
     def skip_reason(self, offered: frozenset[str]) -> str | None:
         """None if the attack applies to a target offering `offered`; otherwise why it is skipped."""
         missing = sorted(self.requires - offered)

@@ -45,6 +45,10 @@ class EOT(Attack):
         self.draws = None if draws is None else check_positive_int(draws, "draws")
         self.spread = check_nonnegative(spread, "spread")
 
+    @classmethod
+    def needs(cls) -> str:
+        return "sampling or search"
+
     def skip_reason(self, offered: frozenset[str]) -> str | None:
         """EOT needs the shell's random draws (`sampling`) or a deterministic `search` to pass through."""
         if "sampling" in offered or "search" in offered:

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-__all__ = ["Norm", "Threat", "evaluate"]
+__all__ = ["Norm", "Threat", "compare", "evaluate"]
 
 
 def __getattr__(name: str):
@@ -14,6 +14,10 @@ def __getattr__(name: str):
         from robustness_eval.api import evaluate
 
         return evaluate
+    if name == "compare":
+        from robustness_eval.comparison import compare
+
+        return compare
     if name in ("Threat", "Norm"):
         from robustness_eval import types
 

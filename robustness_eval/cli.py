@@ -70,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--data", default=None, help="draw inputs of this bundled data set's shape and bounds "
                                                     "(digits, mnist, synthetic)")
 
+    _add_compare(sub)
     sub.add_parser("attacks", help="list attacks, their kinds and default budgets, and the presets")
 
     train = sub.add_parser("train", help="train (or load) a zoo model; say whether it matches the shipped weights")
@@ -79,6 +80,25 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     train.add_argument("--retrain", action="store_true", help="train anew instead of loading shipped or cached weights")
     return parser
+
+
+def _add_compare(sub) -> None:
+    """The `compare` subcommand's flags."""
+    comparison = sub.add_parser(
+        "compare", help="several finished runs side by side: one table and one plot (Markdown and HTML)",
+        description="Read each directory's results.json and write compare.md, compare.html and compare.png: "
+                    "clean, transfer-only and worst-case robust accuracy with intervals, the attack with most "
+                    "breaks, the active test's found shares and caveat. Runs under different threats are refused "
+                    "unless --allow-different-threats is given.")
+    comparison.add_argument("directories", nargs="+", help="two or more directories written by `robustness-eval run`")
+    comparison.add_argument("--out", default="reports/compare", help="output directory (default reports/compare)")
+    comparison.add_argument("--labels", default=None,
+                            help="comma list of row labels, one per directory (default: the directory names)")
+    comparison.add_argument("--annotations", default=None, metavar="FILE",
+                            help="TOML file with a table per label whose keys become text columns, e.g. [magnet] "
+                                 "protocol = \"...\"")
+    comparison.add_argument("--allow-different-threats", action="store_true",
+                            help="compare runs made under different threats (norm, ε, bounds) anyway")
 
 
 def _prepare(config: dict, out: Path, command: str, quiet: bool, explicit: set[str],
@@ -170,6 +190,15 @@ def cmd_report(args: argparse.Namespace, _: list[str]) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace, _: list[str]) -> int:
+    from robustness_eval.comparison import compare
+
+    labels = None if args.labels is None else [label.strip() for label in args.labels.split(",")]
+    path = compare(args.directories, args.out, labels, args.annotations, args.allow_different_threats)
+    print(f"wrote {path}, {path.with_suffix('.html')} and {path.with_suffix('.png')}")
+    return 0
+
+
 def _summary(results: dict) -> None:
     from robustness_eval.report import headline, pct
 
@@ -195,7 +224,7 @@ def cmd_attacks(_: argparse.Namespace, __: list[str]) -> int:
 
     print(f"{'name':15s} {'kind':15s} {'view':12s} {'budget':>7s}  {'needs':28s} description")
     for name, cls in attack_classes().items():
-        needs = ",".join(sorted(cls.requires)) or ("search|sampling" if name == "eot" else "-")
+        needs = cls.needs().replace(", ", ",")
         print(f"{name:15s} {cls.kind.value:15s} {cls.view:12s} {cls().budget:7d}  {needs:28s} {cls.description}")
     for preset, entries in PRESETS.items():
         listed = []
@@ -230,8 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         print(f"robustness-eval: error: {error}", file=sys.stderr)
         return 2
-    commands = {"run": cmd_run, "report": cmd_report, "attacks": cmd_attacks, "check-shell": cmd_check_shell,
-                "train": cmd_train}
+    commands = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "attacks": cmd_attacks,
+                "check-shell": cmd_check_shell, "train": cmd_train}
     with warnings.catch_warnings():  # the suite's own warnings, each one line, every time
         warnings.simplefilter("always", UserWarning)
         warnings.showwarning = _show_warning

@@ -3,8 +3,9 @@
 AutoAttack and our sanity checks only warn. Here every indicator that fires on a target starts
 an escalation round on that target's unbroken points, with attacks that do not share the
 failure: BPDA through F's own rounding and signs (or a user's differentiable surrogate), Square
-at 5× its budget, PGD with more restarts on F; on the shell, Square at 5×, and its shell-aware
-attacks with more restarts where its capabilities allow them. Each further round doubles every
+at 5× its budget, PGD with more restarts on F; on the shell, Square at 5×, transfer PGD with more
+restarts, and, where its capabilities allow them, the end-to-end attacks (a differentiable shell),
+EOT (a randomized or search shell) and the shell-aware attacks, with more restarts. Each further round doubles every
 budget, until a round moves robust accuracy by less than 0.5 pp or the time cap is reached.
 The rounds run in the main phase under their own names (`square@esc1`), so the worst case per
 point includes them and the ladder shows them. Nothing escalates when no indicator fires.
@@ -34,6 +35,8 @@ from torch import nn
 from attacks.base import Attack
 from attacks.bpda import BPDA
 from attacks.bpda_base import BPDABase
+from attacks.end_to_end import EndToEndPGD, TargetedEndToEndCW
+from attacks.eot import EOT
 from attacks.lookahead import LookAhead
 from attacks.minmax import MinMax, TargetedMinMax
 from attacks.path import TargetedGradientPath
@@ -138,7 +141,11 @@ def round_attacks(target: str, shell: nn.Module, number: int, surrogate: nn.Modu
                    MultiTargetedCW(budget=100 * scale, restarts=scale, first_restart=1), Square(budget=500 * scale)]
     else:
         offered = capabilities(shell)
-        candidates = (TargetedGradientPath(budget=20 * scale, restarts=scale, first_restart=1),
+        candidates = (PGD(budget=100 * scale, restarts=10 * scale, first_restart=1),
+                      EndToEndPGD(budget=100 * scale, restarts=3 * scale, first_restart=1),
+                      TargetedEndToEndCW(budget=100 * scale, restarts=scale, first_restart=1),
+                      EOT(budget=40 * scale),
+                      TargetedGradientPath(budget=20 * scale, restarts=scale, first_restart=1),
                       LookAhead(budget=40 * scale, restarts=6 * scale, first_restart=1),
                       MinMax(budget=20 * scale, restarts=5 * scale, first_restart=1),
                       TargetedMinMax(budget=20 * scale, restarts=scale, first_restart=1),

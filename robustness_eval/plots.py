@@ -1,8 +1,12 @@
-"""PNG plots for a report: sweeps, success vs queries, perturbation norms, an example grid."""
+"""PNG plots for a report: the ladder, sweeps, success vs queries, perturbation norms, an example grid.
+
+A plot with nothing to show (no breaks, no stored examples) is not drawn; the report says why instead.
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -15,28 +19,72 @@ from robustness_eval.example_file import EXAMPLES_NAME, load_examples
 from robustness_eval.store import DB_NAME, ResultStore
 from robustness_eval.types import BLACK_BOX_KINDS
 
+LADDER_TITLE = "the ladder: robust accuracy after each attack"
 
-def write_plots(results: dict, directory: Path) -> dict[str, Path]:
-    """Every plot the results support, written under directory/plots; name → path."""
+
+@dataclass
+class Plots:
+    """The plots drawn (title → PNG path, the ladder first) and a sentence for each one left out."""
+
+    images: dict[str, Path] = field(default_factory=dict)
+    omitted: list[str] = field(default_factory=list)
+
+
+def write_plots(results: dict, directory: Path) -> Plots:
+    """Every plot the results support, written under directory/plots."""
     folder = directory / "plots"
     folder.mkdir(parents=True, exist_ok=True)
-    made: dict[str, Path] = {}
+    for stale in folder.glob("*.png"):  # a redrawn report keeps no plot its results no longer support
+        stale.unlink()
+    plots = Plots()
+    if results["attacks"]:
+        plots.images[LADDER_TITLE] = _ladder_plot(results, folder / "ladder.png")
     sweep = results.get("extras", {}).get("sweep", [])
     for axis, other, title in (("eps", "delta", "robust accuracy vs ε"), ("delta", "eps", "robust accuracy vs δ")):
         values = sorted({row[axis] for row in sweep})
         if len(values) > 1:
-            made[title] = _sweep_plot(sweep, axis, other, folder / f"sweep-{axis}.png")
-    if (directory / DB_NAME).exists():
-        path = _queries_plot(results, directory, folder / "success-vs-queries.png")
-        if path:
-            made["attack success vs queries (score- and decision-based, shell)"] = path
-    path = _norms_plot(results, folder / "perturbation-norms.png")
-    if path:
-        made["distribution of perturbation norms of verified breaks"] = path
-    path = _example_grid(results, directory, folder / "examples.png")
-    if path:
-        made["examples: x, x', the shell's search points z*(x) and z*(x')"] = path
-    return made
+            plots.images[title] = _sweep_plot(sweep, axis, other, folder / f"sweep-{axis}.png")
+    _add(plots, "attack success vs queries (score- and decision-based, shell)",
+         _queries_plot(results, directory, folder / "success-vs-queries.png"))
+    _add(plots, "distribution of perturbation norms of verified breaks",
+         _norms_plot(results, folder / "perturbation-norms.png"))
+    _add(plots, "examples: x, x', the shell's search points z*(x) and z*(x')",
+         _example_grid(results, directory, folder / "examples.png"))
+    return plots
+
+
+def _add(plots: Plots, title: str, drawn: Path | str) -> None:
+    """A drawn plot goes in by its title; a plot with nothing to show leaves its sentence."""
+    if isinstance(drawn, Path):
+        plots.images[title] = drawn
+    else:
+        plots.omitted.append(drawn)
+
+
+def _ladder_plot(results: dict, path: Path) -> Path:
+    """Robust accuracy after each attack in the battery's order, per target, from clean accuracy down;
+    the transfer-only figure and the worst case (which also counts convergence and escalation) marked."""
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    names = list(dict.fromkeys(a["name"] for a in results["attacks"]))  # the battery's order
+    for target, marker in (("base", "o"), ("shell", "s")):
+        steps = [a for a in results["attacks"] if a["target"] == target]
+        if not steps:
+            continue
+        positions = [0, *(1 + names.index(a["name"]) for a in steps)]
+        values = [results["clean_accuracy"][target], *(a["robust_accuracy_after"] for a in steps)]
+        line, = ax.step(positions, values, where="post", marker=marker, label=f"{target}, after each attack")
+        ax.axhline(results["transfer_robust_accuracy"][target], color=line.get_color(), linestyle=":",
+                   linewidth=1, label=f"{target}, transfer only")
+        ax.axhline(results["robust_accuracy"][target], color=line.get_color(), linestyle="--",
+                   linewidth=1, label=f"{target}, worst case")
+    ax.set_xticks(range(len(names) + 1), ["clean", *names], rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("robust accuracy")
+    ax.set_ylim(max(0.0, ax.get_ylim()[0] - 0.05), min(1.02, ax.get_ylim()[1] + 0.02))
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _sweep_plot(sweep: list[dict], axis: str, other: str, path: Path) -> Path:
@@ -58,23 +106,29 @@ def _sweep_plot(sweep: list[dict], axis: str, other: str, path: Path) -> Path:
     return path
 
 
-def _queries_plot(results: dict, directory: Path, path: Path) -> Path | None:
+def _queries_plot(results: dict, directory: Path, path: Path) -> Path | str:
     names = [a["name"] for a in results["attacks"]
              if a["target"] == "shell" and a["kind"] in BLACK_BOX_KINDS and a["attacked"]]
     if not names:
-        return None
+        return "No score- or decision-based attack ran on the shell: no plot of success against queries."
+    if not (directory / DB_NAME).exists():
+        return "The per-point store is not beside this report: no plot of success against queries."
     store = ResultStore.reader(directory)
     try:
-        fig, ax = plt.subplots(figsize=(5, 3.4))
-        for name in names:
-            rows = store.rows("main", "shell", name)
-            hits = sorted(r["queries"] for r in rows if r["success"])
-            budget = max(r["queries"] for r in rows)
-            xs = [0, *hits, budget]
-            ys = [0, *[(i + 1) / len(rows) for i in range(len(hits))], len(hits) / len(rows)]
-            ax.step(xs, ys, where="post", label=name)
+        curves = {name: store.rows("main", "shell", name) for name in names}
     finally:
         store.close()
+    curves = {name: rows for name, rows in curves.items() if any(r["success"] for r in rows)}
+    if not curves:
+        return (f"The score- and decision-based attacks on the shell ({', '.join(names)}) broke no point: no plot "
+                "of success against queries.")
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for name, rows in curves.items():
+        hits = sorted(r["queries"] for r in rows if r["success"])
+        budget = max(r["queries"] for r in rows)
+        xs = [0, *hits, budget]
+        ys = [0, *[(i + 1) / len(rows) for i in range(len(hits))], len(hits) / len(rows)]
+        ax.step(xs, ys, where="post", label=name)
     ax.set_xlabel("oracle queries")
     ax.set_ylabel("share of attacked points broken")
     ax.set_ylim(0, 1)
@@ -85,11 +139,11 @@ def _queries_plot(results: dict, directory: Path, path: Path) -> Path | None:
     return path
 
 
-def _norms_plot(results: dict, path: Path) -> Path | None:
+def _norms_plot(results: dict, path: Path) -> Path | str:
     series = {t: [p["perturbation_norm"][t] for p in results["points"] if p["perturbation_norm"][t] is not None]
               for t in ("base", "shell")}
     if not any(series.values()):
-        return None
+        return "No verified break on either target: no plot of perturbation norms."
     fig, ax = plt.subplots(figsize=(5, 3.4))
     eps = results["config"]["threat"]["eps"]
     for target, values in series.items():
@@ -112,13 +166,15 @@ def _image_shape(shape: tuple[int, ...]) -> tuple[int, int] | None:
     return (side, side) if side * side == size and side >= 8 else None
 
 
-def _example_grid(results: dict, directory: Path, path: Path) -> Path | None:
+def _example_grid(results: dict, directory: Path, path: Path) -> Path | str:
     examples = load_examples(directory / EXAMPLES_NAME)
     if examples is None:
-        return None
+        if not any(p["perturbation_norm"]["shell"] is not None for p in results["points"]):
+            return "No verified break on the shell: no example images."
+        return f"No {EXAMPLES_NAME} beside this report: no example images."
     hw = _image_shape(tuple(next(iter(examples["panels"].values()))["images"].shape[1:]))
     if hw is None:
-        return None
+        return "The inputs are not images (no square or C×H×W shape): no example images."
     chosen, y = examples["index"], examples["label"]
     panels = [(torch.from_numpy(p["images"]), name, p["predicted"], p["confidence"])
               for name, p in examples["panels"].items()]

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from robustness_eval.plots import write_plots
+from robustness_eval.plots import LADDER_TITLE, Plots, write_plots
 from robustness_eval.stats import ACTIVE_PASS_SHARE, clopper_pearson
 
 
@@ -133,11 +133,14 @@ def model_title(label: str) -> str:
     return f"user model {label.rsplit('.', 1)[-1]}" if "." in label else label
 
 
-def split_text(split) -> str:
-    """The data split's record as text ('source: …; points: …'), not a Python dict."""
-    if not isinstance(split, dict):
-        return str(split)
-    return "; ".join(f"{key.replace('_', ' ')}: {value}" for key, value in split.items()) or "not recorded"
+def record_text(record, separator: str = ": ") -> str:
+    """A record from results.json as text ('source: …; train: …'), not a Python dict or list."""
+    if isinstance(record, dict):
+        return "; ".join(f"{str(key).replace('_', ' ')}{separator}{record_text(value)}"
+                         for key, value in record.items()) or "not recorded"
+    if isinstance(record, (list, tuple)):
+        return ", ".join(record_text(value) for value in record)
+    return f"{record:g}" if isinstance(record, float) else str(record)
 
 
 def unsteady_text(extras: dict) -> list[str]:
@@ -146,17 +149,20 @@ def unsteady_text(extras: dict) -> list[str]:
             "`randomized = True`" for target, points in extras.get("unsteady", {}).items()]
 
 
-def sections(results: dict, plots: dict[str, Path]) -> list[Section]:
+def sections(results: dict, plots: Plots) -> list[Section]:
     """The report's content, independent of the output format."""
     extras = results.get("extras", {})
-    out = [_intro(results), _paper_table(results), _ladder_section(results), *_check_sections(extras),
-           _sanity_section(extras)]
+    ladder = _ladder_section(results)
+    if LADDER_TITLE in plots.images:
+        ladder.images.append((LADDER_TITLE, plots.images[LADDER_TITLE]))
+    out = [_intro(results), _paper_table(results), ladder, *_check_sections(extras), _sanity_section(extras)]
     for part in (_active_section(extras["active_test"]) if extras.get("active_test") else None,
                  _ground_truth_section(extras), _escalation_section(results), _skipped_section(extras)):
         if part is not None:
             out.append(part)
-    if plots:
-        out.append(Section("Plots", images=[(name, path) for name, path in plots.items()]))
+    others = [(name, path) for name, path in plots.images.items() if name != LADDER_TITLE]
+    if others or plots.omitted:
+        out.append(Section("Plots", notes=list(plots.omitted), images=others))
     out.append(_reproduce(results))
     return out
 
@@ -167,11 +173,11 @@ def _intro(results: dict) -> Section:
     intro = Section(
         f"Robustness report: {cfg.get('dataset', 'data')} / {model_title(cfg.get('model', 'model'))} / shell "
         f"{shell['kind']}",
-        [f"Threat: {threat['norm']} ε = {threat['eps']:g}, bounds {threat['bounds']}; shell "
+        [f"Threat: {threat['norm']} ε = {threat['eps']:g}, bounds [{record_text(threat['bounds'])}]; shell "
          f"{shell['kind']} (radius {shell['radius']:g}"
          + (f", p = {shell['threshold']:g}" if shell.get("threshold") is not None else "")
          + f"); {results['n_points']} points; seed {cfg.get('seed', 0)}. "
-         f"Data split: {split_text(cfg.get('split', {}))}.", headline(results)])
+         f"Data split: {record_text(cfg.get('split', {}))}.", headline(results)])
     warned = [*results.get("extras", {}).get("probe", []), *unsteady_text(results.get("extras", {}))]
     if warned:
         intro.paragraphs.append("Warnings: " + " ".join(w.rstrip(".") + "." for w in warned))
@@ -207,12 +213,15 @@ def _paper_table(results: dict) -> Section:
 
 def _ladder_section(results: dict) -> Section:
     ladder = Section("The ladder", ["Each attack runs only on the points still unbroken on its "
-                                    "target; robust accuracy is the worst case so far."],
+                                    "target; robust accuracy is the worst case so far. An attack runs on a target "
+                                    "when the target offers the capabilities it needs (the attacks skipped, and why, "
+                                    "are listed further down)."],
                      ["target", "attack", "kind", "attacked", "new breaks", "robust accuracy after",
-                      "queries (median)", "seconds"])
+                      "queries (median)", "seconds", "needs"])
     for a in results["attacks"]:
         ladder.rows.append([a["target"], a["name"], a["kind"], str(a["attacked"]), str(a["new_breaks"]),
-                            pct(a["robust_accuracy_after"]), f"{a['queries_median']:g}", f"{a['seconds']:.1f}"])
+                            pct(a["robust_accuracy_after"]), f"{a['queries_median']:g}", f"{a['seconds']:.1f}",
+                            a.get("needs", "not recorded")])
     return ladder
 
 
@@ -334,7 +343,8 @@ def _reproduce(results: dict) -> Section:
         f"Model {cfg.get('model', 'n/a')} (hash {cfg.get('model_hash', 'n/a')}); points: {cfg.get('dataset', 'n/a')} "
         f"(hash {cfg.get('data_hash', 'n/a')}, {cfg.get('n_points_used', results['n_points'])} points); shell "
         f"{shell.get('class', shell['kind'])} with capabilities {', '.join(shell.get('capabilities', [])) or 'none'}; "
-        f"seed {cfg.get('seed', 0)}; chunk {cfg.get('chunk', 'n/a')}; versions {cfg.get('versions', {})}."],
+        f"seed {cfg.get('seed', 0)}; chunk {cfg.get('chunk', 'n/a')}; versions "
+        f"{record_text(cfg.get('versions', {}), ' ')}."],
         code=call.get("command", cfg.get("command", "(Python API)")))
 
 
@@ -387,7 +397,8 @@ REQUIRED_KEYS = ("config", "n_points", "clean_accuracy", "robust_accuracy", "tra
                  "attack_success_rate", "transfer_attack_success_rate", "retained_accuracy", "attacks", "points")
 
 
-def _write(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` by a rename, so a crash leaves the old file or the new one, never half of one."""
     partial = path.with_name(path.name + ".tmp")
     partial.write_text(text)
     partial.replace(path)
@@ -416,6 +427,6 @@ def write_report(directory: str | Path, results: dict | None = None) -> Path:
     for part in markdown:
         if part.code is not None and command is not None:
             part.code = command  # a code block shows its text as it is
-    _write(directory / "report.md", to_markdown(markdown, directory))
-    _write(directory / "report.html", to_html(sections(results, plots)))
+    write_text_atomic(directory / "report.md", to_markdown(markdown, directory))
+    write_text_atomic(directory / "report.html", to_html(sections(results, plots)))
     return directory / "report.md"

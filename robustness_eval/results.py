@@ -47,6 +47,7 @@ class AttackRecord:
     queries_median: float
     seconds: float
     loss_trace: list = field(default_factory=list)
+    needs: str = ""  # the capabilities of the target the attack used (see Attack.needs)
 
 
 @dataclass
@@ -98,7 +99,7 @@ def _summarise(store, phase: str, battery: list, offered: dict, correct: dict, n
                 robust_accuracy_after=_share(alive, n),
                 new_breaks=sum(row["success"] for row in rows), attacked=len(rows),
                 queries_median=float(torch.tensor(queries, dtype=torch.float, device="cpu").median()) if rows else 0.0,
-                seconds=sum(row["seconds"] for row in rows), loss_trace=trace))
+                seconds=sum(row["seconds"] for row in rows), loss_trace=trace, needs=attack.needs()))
     return records, broken_by, norms
 
 

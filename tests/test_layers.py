@@ -11,7 +11,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("robustness_eval", "shells", "attacks")
-UPPER = {"robustness_eval.runner", "robustness_eval.api", "robustness_eval.cli", "robustness_eval.report"}
+UPPER = {"robustness_eval.runner", "robustness_eval.api", "robustness_eval.cli", "robustness_eval.report",
+         "robustness_eval.comparison"}
 
 
 def _modules() -> dict[str, Path]:

@@ -157,6 +157,7 @@ def test_markdown_numbers_equal_results_json(finished_run):
         assert cells[:5] == [rung["target"], rung["name"], rung["kind"], str(rung["attacked"]),
                              str(rung["new_breaks"])]
         assert cells[5] == f"{100 * rung['robust_accuracy_after']:.1f} %"
+        assert cells[8] == rung["needs"].replace("_", "\\_")  # the capabilities the attack used
 
 
 def test_html_report_is_self_contained_with_plots_and_examples(finished_run):
