@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -52,17 +53,15 @@ class RunSummary:
         t = self.config["threat"]
         return t["norm"], float(t["eps"]), tuple(float(b) for b in t["bounds"])
 
-    @property
-    def shell(self) -> str:
-        return self.config["shell_parameters"].get("kind", self.config.get("shell", "?"))
-
     def shell_breaks(self) -> Counter:
-        """Verified breaks of the shell by the attack that made each (the ladder's first)."""
-        return Counter(p["broken_by"]["shell"] for p in self.results["points"] if p["broken_by"]["shell"])
+        """Verified breaks of the shell by the attack that made each (the ladder's first), an attack's restart
+        check and escalation rounds (`pgd@restarts`, `pgd@esc1`) counted with it."""
+        return Counter(p["broken_by"]["shell"].split("@")[0] for p in self.results["points"]
+                       if p["broken_by"]["shell"])
 
     def kind_of(self, attack: str) -> str:
         kinds = {a["name"]: a["kind"] for a in self.results["attacks"]}
-        return kinds.get(attack, kinds.get(attack.split("@")[0], "?"))
+        return kinds.get(attack, "?")
 
     def top_attack(self, adaptive_only: bool = False) -> tuple[str, int] | None:
         breaks = self.shell_breaks()
@@ -118,10 +117,14 @@ def check_comparable(runs: list[RunSummary], allow_different_threats: bool = Fal
     if len(set(threats.values())) > 1:
         notes.append("The runs were made under different threats (see the threat column): their robust accuracies "
                      "are not comparable figure by figure.")
-    for key, what in (("data_hash", "points"), ("model_hash", "base models"), ("seed", "seeds")):
-        values = {str(run.config.get(key)) for run in runs}
-        if len(values) > 1:
-            notes.append(f"The runs differ in their {what} ({key}: {', '.join(sorted(values))}).")
+    for key, what in (("data_hash", "evaluated points"), ("model_hash", "base models"), ("seed", "seeds")):
+        groups: dict[str, list[str]] = {}
+        for run in runs:
+            groups.setdefault(str(run.config.get(key)), []).append(run.label)
+        if len(groups) > 1:
+            listed = "; ".join(f"{value}: {', '.join(labels)}" for value, labels in groups.items())
+            notes.append(f"The runs differ in their {what} ({key} {listed}); figures on different points differ "
+                         "by sampling as well.")
     return notes
 
 
@@ -145,13 +148,12 @@ def summary_section(runs: list[RunSummary], notes: list[str]) -> Section:
     first = runs[0]
     section = Section("Comparison", [
         f"{len(runs)} runs. Threat: {'see the threat column' if several_threats else _threat_text(first.threat)}; "
-        f"data {first.config.get('dataset', '?')}, "
-        f"{first.results['n_points']} points; base model {first.config.get('model', '?')}. Robust accuracy is the "
+        f"data {first.config.get('dataset', '?')}; base model {first.config.get('model', '?')}. Robust accuracy is the "
         "worst case over the battery (every break re-verified on its target) with its 95 % Clopper–Pearson interval; "
         "transfer only counts the attacks the paper's protocol runs (transfer from F and noise). Most breaks: the "
         "attack that broke most points first in the ladder (transfer runs first); beyond transfer: the same among "
         "the adaptive attacks.", *notes],
-        ["run", *columns, *(["threat"] if several_threats else []), "clean (F / G)", "robust, transfer only",
+        ["run", *columns, *(["threat"] if several_threats else []), "points", "clean (F / G)", "robust, transfer only",
          "robust, worst case", "base F worst case",
          "most breaks", "most breaks beyond transfer", "attacks run / skipped on G"])
     for run in runs:
@@ -161,7 +163,7 @@ def summary_section(runs: list[RunSummary], notes: list[str]) -> Section:
         skipped = sum(1 for s in extras.get("skipped", []) if s["target"] == "shell")
         section.rows.append([
             run.label, *(run.annotations.get(c, "") for c in columns),
-            *([_threat_text(run.threat)] if several_threats else []),
+            *([_threat_text(run.threat)] if several_threats else []), str(r["n_points"]),
             f"{pct(r['clean_accuracy']['base'])} / {pct(r['clean_accuracy']['shell'])}",
             pct(r["transfer_robust_accuracy"]["shell"]),
             f"{pct(r['robust_accuracy']['shell'])} {interval(bounds)}".strip(), pct(r["robust_accuracy"]["base"]),
@@ -240,8 +242,8 @@ def compare(directories: list[str | Path], out: str | Path, labels: list[str] | 
     notes = check_comparable(runs, allow_different_threats)
     extra = annotations if isinstance(annotations, dict) else read_annotations(annotations)
     unknown = sorted(set(extra) - {run.label for run in runs})
-    if unknown:
-        raise ValueError(f"annotations name runs that are not compared: {', '.join(unknown)}")
+    if unknown:  # a shared annotations file may describe more runs; a misspelt label shows up here
+        warnings.warn(f"annotations for runs not compared are ignored: {', '.join(unknown)}", stacklevel=2)
     for run in runs:
         run.annotations = dict(extra.get(run.label, {}))
     out = Path(out)

@@ -6,7 +6,8 @@ failure: BPDA through F's own rounding and signs (or a user's differentiable sur
 at 5× its budget, PGD with more restarts on F; on the shell, Square at 5×, transfer PGD with more
 restarts, and, where its capabilities allow them, the end-to-end attacks (a differentiable shell),
 EOT (a randomized or search shell) and the shell-aware attacks, with more restarts. Each further round doubles every
-budget, until a round moves robust accuracy by less than 0.5 pp or the time cap is reached.
+budget, until a round moves robust accuracy by less than 0.5 pp or the time cap would be passed: no
+round starts whose expected time (twice the last round's) would end it past the cap.
 The rounds run in the main phase under their own names (`square@esc1`), so the worst case per
 point includes them and the ladder shows them. Nothing escalates when no indicator fires.
 
@@ -155,6 +156,19 @@ def round_attacks(target: str, shell: nn.Module, number: int, surrogate: nn.Modu
     return [attack.renamed(attack.name + tag, target) for attack in attacks]
 
 
+def stop_reason(moved_pp: float, elapsed: float, took: float, time_cap: float) -> str:
+    """Why escalation stops after a round that moved robust accuracy by `moved_pp` and took `took` seconds,
+    `elapsed` seconds into escalation; "" to go on. The next round doubles every budget, so it is expected
+    to take twice as long: it does not start when it would end past the cap."""
+    if moved_pp < STOP_PP:
+        return "moved less than 0.5 pp"
+    if elapsed > time_cap:
+        return "time cap reached"
+    if elapsed + 2 * took > time_cap:
+        return f"time cap: the next round (about {2 * took:.0f} s at doubled budgets) would end past it"
+    return ""
+
+
 def escalate(result, run: Run, battery: list[Attack], battery_x2: list[Attack] | None, unbounded: dict | None,
              surrogate: nn.Module | None = None, time_cap: float = TIME_CAP_SECONDS):
     """Escalation rounds for every target an indicator fires on; the final result, with `escalation` rounds."""
@@ -179,8 +193,7 @@ def escalate(result, run: Run, battery: list[Attack], battery_x2: list[Attack] |
             current.extras = {**result.extras, **current.extras}  # keep what came before (the restart check)
             after = current.robust_accuracy[target]
             moved = 100 * (before - after)
-            stop = ("moved less than 0.5 pp" if moved < STOP_PP else
-                    "time cap reached" if time.perf_counter() - start > time_cap else "")
+            stop = stop_reason(moved, time.perf_counter() - start, time.perf_counter() - began, time_cap)
             rounds.append(Round(number, target, fired, [a.name for a in attacks],
                                 round((before - after) * len(y)), before, after, time.perf_counter() - began, stop))
             if stop:

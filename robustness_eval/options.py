@@ -144,7 +144,8 @@ class RunOptions:
                                     "reason", flag="--no-escalation", toml="boolean", check=_flag_check,
                              recorded=True)
     escalation_cap: float = option(ESCALATION_CAP_SECONDS,
-                                   "seconds after which no further escalation round starts (default 600)",
+                                   "seconds of escalation: no round starts that would end past them at twice the "
+                                   "last round's time (default 600)",
                                    flag="--escalation-cap", toml="seconds", cli={"type": float},
                                    check=check_nonnegative, recorded=True)
     bpda: Any = option(None, "a differentiable stand-in for the base model (the CLI loads it from --bpda)",

@@ -174,7 +174,7 @@ def _intro(results: dict) -> Section:
         f"Robustness report: {cfg.get('dataset', 'data')} / {model_title(cfg.get('model', 'model'))} / shell "
         f"{shell['kind']}",
         [f"Threat: {threat['norm']} ε = {threat['eps']:g}, bounds [{record_text(threat['bounds'])}]; shell "
-         f"{shell['kind']} (radius {shell['radius']:g}"
+         f"{shell['kind']} (moves its input by at most {shell['radius']:g} in {shell.get('norm', threat['norm'])}"
          + (f", p = {shell['threshold']:g}" if shell.get("threshold") is not None else "")
          + f"); {results['n_points']} points; seed {cfg.get('seed', 0)}. "
          f"Data split: {record_text(cfg.get('split', {}))}.", headline(results)])
@@ -314,7 +314,7 @@ def _escalation_section(results: dict) -> Section | None:
             if r.get("stopped"):
                 esc.notes.append(f"Escalation on the {r['target']} stopped after round {r['round']}: {r['stopped']}"
                                  + (" (the last round still moved the verdict: the figure is an upper bound)."
-                                    if r["stopped"] == "time cap reached" else "."))
+                                    if r["stopped"].startswith("time cap") else "."))
         for target, d in (diagnostics or {}).items():
             esc.notes.append(f"Gradients of F's loss at the {target} target's decision points: zero on "
                              f"{d['zero_gradient_share']:.0%}, non-finite on {d['nonfinite_gradient_share']:.0%} of "

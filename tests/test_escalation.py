@@ -208,3 +208,12 @@ def test_escalation_on_a_shell_brings_the_attacks_its_capabilities_allow(digits_
     assert "minmax@esc1" not in on_resize
     assert {"pgd@esc2", "eot@esc2", "minmax@esc2", "lookahead@esc2", "square@esc2"} <= on_mcn
     assert not {"pgd-e2e@esc2", "cw-e2e-t@esc2"} & on_mcn
+
+
+def test_escalation_stops_before_a_round_that_would_end_past_the_time_cap():
+    from robustness_eval.escalation import stop_reason
+
+    assert stop_reason(0.0, 10, 5, 600) == "moved less than 0.5 pp"
+    assert stop_reason(2.0, 10, 5, 600) == ""  # the next round (about 10 s) fits
+    assert stop_reason(2.0, 601, 5, 600) == "time cap reached"
+    assert stop_reason(2.0, 400, 150, 600).startswith("time cap: the next round (about 300 s")
