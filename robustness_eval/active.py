@@ -168,7 +168,7 @@ def active_test(run: Run, make_shell, delta: float, attacks="fast", plants: dict
     off = [c for name, c in by_construction.items() if name in OFF_GRADIENT and "share_found" in c]
     if off:
         found, evaluated = sum(c["found"] for c in off), sum(c["evaluated"] for c in off)
-        result["off_gradient_share_found"] = found / evaluated if evaluated else 0.0
+        result["off_gradient_share_found"] = found / evaluated
     return result
 
 
@@ -187,7 +187,10 @@ def _one_construction(run: Run, count: int, make_shell, delta: float, attacks, c
     result = run_battery(Run(Context(planted, shell, x[idx], y[idx], threat), seed, backend=run.backend), attacks)
     found = sum(1 for p in result.points if p["shell_correct"] and p["broken_by"]["shell"] is not None)
     evaluated = sum(1 for p in result.points if p["shell_correct"])
-    share = found / evaluated if evaluated else 0.0
+    if not evaluated:  # a randomized shell can misclassify on the battery's draw a point it verified correct
+        return {"status": "not run", "planted": len(y), "valid": int(valid.sum()), "evaluated": 0,
+                "reason": "the shell misclassified every verified plant's clean point when the battery ran"}
+    share = found / evaluated
     return {"status": "pass" if share >= PASS_SHARE else "fail", "planted": len(y), "valid": int(valid.sum()),
             "evaluated": evaluated, "found": found, "share_found": share,
             "found_by": {a["name"]: a["new_breaks"] for a in result.ladder("shell")}}

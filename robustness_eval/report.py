@@ -119,7 +119,8 @@ def _active_section(active: dict) -> Section:
         ["construction", "plants verified", "found", "share found", "95 % interval", "found by"])
     for name, part in constructions.items():
         if "share_found" not in part:
-            section.rows.append([name, f"0 of {part.get('planted', 0)}", "-", "-", "-", part.get("reason", "")])
+            section.rows.append([name, f"{part.get('valid', 0)} of {part.get('planted', 0)}", "-", "-", "-",
+                                 part.get("reason", "")])
             continue
         found_by = ", ".join(f"{attack} {n}" for attack, n in part["found_by"].items() if n)
         bounds = clopper_pearson(part["found"], part["evaluated"]) if part.get("evaluated") else None

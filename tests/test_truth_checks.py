@@ -167,3 +167,27 @@ def test_silent_success_is_caught_and_the_real_pgd_is_clean(setting):
     threat = Threat("linf", 0.3)
     assert sanity.silent_success(model, x, y, threat, attack=ForgetfulPGD(budget=10)).status == "fail"
     assert sanity.silent_success(model, x, y, threat).status == "pass"
+
+
+def test_a_construction_whose_points_the_shell_misclassifies_in_the_battery_is_not_run(setting, monkeypatch):
+    """A randomized shell can verify a plant's point correct and misclassify it on the battery's draw: with no
+    point left to attack, the construction says so instead of reporting a 0 % found share and a caveat."""
+    import robustness_eval.active as active
+
+    model, _, x, y, threat = setting
+
+    class AllMisclassified:
+        def __init__(self, points: int) -> None:
+            self.points = [{"shell_correct": False, "broken_by": {"shell": None}} for _ in range(points)]
+
+        def ladder(self, _target: str) -> list:
+            return []
+
+    monkeypatch.setattr(active, "run_battery", lambda run, attacks: AllMisclassified(len(run.context.y)))
+    result = active_test(Run(Context(model, IdentityShell(model), x, y, threat)),
+                         lambda planted: MCNShell(planted, 0.1, "linf", threat.bounds), 0.1,
+                         plants={"on-gradient": 10, "orthogonal": 10})
+    for part in result["constructions"].values():
+        assert part["status"] == "not run" and "share_found" not in part and part["valid"] > 0, part
+    assert "off_gradient_share_found" not in result
+    assert active.caveat(result, 0.5, 5, 30) is None
