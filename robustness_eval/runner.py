@@ -178,14 +178,15 @@ def plan_units(attack: Attack, alive: dict[str, torch.Tensor], phase: str, seed:
     """The units of `attack`: its still-unbroken points in index order, `chunk` at a time, per group.
 
     A transfer attack (view 'base') crafts once on F for the union of the points alive on any target
-    (group 'union'); every other attack has one group per target it applies to.
+    (group 'union'; named after its target when it applies to one only, so that escalation's rounds of
+    one name on F and on the shell keep apart); every other attack has one group per target it applies to.
     """
     applies = list(alive)
     if attack.view == "base":
         union = torch.zeros_like(alive[applies[0]])
         for t in applies:
             union |= alive[t]
-        groups = [("union", applies, union.nonzero().squeeze(1))]
+        groups = [("union" if len(applies) > 1 else applies[0], applies, union.nonzero().squeeze(1))]
     else:
         groups = [(t, [t], alive[t].nonzero().squeeze(1)) for t in applies]
     units = []

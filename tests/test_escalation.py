@@ -217,3 +217,22 @@ def test_escalation_stops_before_a_round_that_would_end_past_the_time_cap():
     assert stop_reason(2.0, 10, 5, 600) == ""  # the next round (about 10 s) fits
     assert stop_reason(2.0, 601, 5, 600) == "time cap reached"
     assert stop_reason(2.0, 400, 150, 600).startswith("time cap: the next round (about 300 s")
+
+
+def test_a_transfer_round_of_one_name_runs_on_the_shell_after_it_ran_on_f(digits_adversarial, digits):
+    """Escalation names round n's transfer PGD `pgd@escn` on F and on the shell alike: each is crafted on F for
+    its own target's points, so the shell's round is not taken for F's, already done (its chunks once shared a
+    key, and the shell's round attacked no point)."""
+    from attacks.noise import RandomNoise
+    from attacks.pgd import PGD
+    from robustness_eval.runner import Run, run_battery, run_more
+    from robustness_eval.units import Context
+
+    x, y = digits.x_test[:20], digits.y_test[:20]
+    run = Run(Context(digits_adversarial, IdentityShell(digits_adversarial), x, y, Threat("linf", 0.1)))
+    run_battery(run, [RandomNoise()])
+    run_more([PGD(budget=5, restarts=1).renamed("pgd@esc1", target) for target in ("base", "shell")], run)
+    for target in ("base", "shell"):
+        noise_breaks = sum(row["success"] for row in run.store.rows("main", target, "noise"))
+        alive = int(run.store.load_clean(target, len(y)).sum()) - noise_breaks
+        assert alive > 0 and len(run.store.rows("main", target, "pgd@esc1")) == alive, target
