@@ -137,6 +137,13 @@ def _worst_interval(results: dict) -> list[float] | None:
     return results.get("extras", {}).get("statistics", {}).get("intervals", {}).get("shell", {}).get("robust_accuracy")
 
 
+def still_moving(results: dict, target: str = "shell") -> bool:
+    """Whether escalation on `target` was stopped by its time cap while still moving the verdict: the worst
+    case is then an upper bound."""
+    return any(r["target"] == target and str(r.get("stopped", "")).startswith("time cap")
+               for r in results.get("escalation") or [])
+
+
 def _attack_text(top: tuple[str, int] | None) -> str:
     return "-" if top is None else f"{top[0]} ({top[1]})"
 
@@ -152,7 +159,8 @@ def summary_section(runs: list[RunSummary], notes: list[str]) -> Section:
         "worst case over the battery (every break re-verified on its target) with its 95 % Clopper–Pearson interval; "
         "transfer only counts the attacks the paper's protocol runs (transfer from F and noise). Most breaks: the "
         "attack that broke most points first in the ladder (transfer runs first); beyond transfer: the same among "
-        "the adaptive attacks.", *notes],
+        "the adaptive attacks. ≤: escalation was still moving the verdict when its time cap stopped it, so the "
+        "worst case is an upper bound.", *notes],
         ["run", *columns, *(["threat"] if several_threats else []), "points", "clean (F / G)", "robust, transfer only",
          "robust, worst case", "base F worst case",
          "most breaks", "most breaks beyond transfer", "attacks run / skipped on G"])
@@ -166,7 +174,8 @@ def summary_section(runs: list[RunSummary], notes: list[str]) -> Section:
             *([_threat_text(run.threat)] if several_threats else []), str(r["n_points"]),
             f"{pct(r['clean_accuracy']['base'])} / {pct(r['clean_accuracy']['shell'])}",
             pct(r["transfer_robust_accuracy"]["shell"]),
-            f"{pct(r['robust_accuracy']['shell'])} {interval(bounds)}".strip(), pct(r["robust_accuracy"]["base"]),
+            f"{'≤ ' if still_moving(r) else ''}{pct(r['robust_accuracy']['shell'])} {interval(bounds)}".strip(),
+            f"{'≤ ' if still_moving(r, 'base') else ''}{pct(r['robust_accuracy']['base'])}",
             _attack_text(run.top_attack()), _attack_text(run.top_attack(adaptive_only=True)),
             f"{len(shell_attacks)} / {skipped}"])
     return section
@@ -185,7 +194,7 @@ def active_section(runs: list[RunSummary]) -> Section:
 
 def comparison_plot(runs: list[RunSummary], path: Path) -> Path:
     """Clean, transfer-only and worst-case robust accuracy per run, the worst case with its interval."""
-    fig, ax = plt.subplots(figsize=(7, 0.4 * len(runs) + 2.4))
+    fig, ax = plt.subplots(figsize=(7, 0.4 * len(runs) + 2.0), layout="constrained")
     rows = list(range(len(runs)))[::-1]
     for row, run in zip(rows, runs, strict=True):
         r = run.results
@@ -204,8 +213,7 @@ def comparison_plot(runs: list[RunSummary], path: Path) -> Path:
     ax.set_yticks(rows, [run.label for run in runs], fontsize=8)
     ax.set_xlabel("accuracy of the shell G")
     ax.set_xlim(0, 1.02)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
-    fig.tight_layout()
+    fig.legend(fontsize=7, loc="outside lower center", ncol=2)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

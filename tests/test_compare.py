@@ -121,3 +121,18 @@ def test_a_plot_with_nothing_to_show_is_a_sentence(two_runs, tmp_path):
     assert any("No verified break on either target" in s for s in plots.omitted)
     assert any("No verified break on the shell: no example images" in s for s in plots.omitted)
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["ladder.png"]
+
+
+def test_a_worst_case_escalation_left_moving_is_marked_an_upper_bound(two_runs, tmp_path):
+    capped = tmp_path / "capped"
+    shutil.copytree(two_runs["jpeg"], capped)
+    results = _results(capped)
+    results["escalation"] = [{"round": 1, "target": "shell", "stopped": "time cap reached"}]
+    (capped / "results.json").write_text(json.dumps(results))
+    markdown = compare([two_runs["mcn"], capped], tmp_path / "cmp", labels=["mcn", "capped"]).read_text()
+    header = [cell.strip() for cell in markdown.splitlines()[4].strip("|").split("|")]
+    capped_row = dict(zip(header, _table_row(markdown, "capped"), strict=True))
+    mcn_row = dict(zip(header, _table_row(markdown, "mcn"), strict=True))
+    assert capped_row["robust, worst case"].startswith("≤ " + pct(results["robust_accuracy"]["shell"]))
+    assert not mcn_row["robust, worst case"].startswith("≤")
+    assert not capped_row["base F worst case"].startswith("≤")
