@@ -207,13 +207,20 @@ def comparison_plot(runs: list[RunSummary], path: Path) -> Path:
                 label="robust, transfer only" if first else None)
         ax.errorbar(worst, row, xerr=error, fmt="s", color="tab:red", capsize=3,
                     label="robust, worst case (95 % interval)" if first else None)
+        if still_moving(r):
+            ax.annotate("≤", (worst, row), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=9,
+                        color="tab:red")
     bases = {run.results["robust_accuracy"]["base"] for run in runs}
     if len(bases) == 1:
         ax.axvline(bases.pop(), color="tab:blue", linestyle="--", linewidth=1, label="base F, worst case")
     ax.set_yticks(rows, [run.label for run in runs], fontsize=8)
     ax.set_xlabel("accuracy of the shell G")
     ax.set_xlim(0, 1.02)
-    fig.legend(fontsize=7, loc="outside lower center", ncol=2)
+    ax.set_ylim(-0.6, len(runs) - 0.2)  # room above the top row for its "≤"
+    fig.legend(fontsize=7, loc="outside lower center", ncol=2,
+               title="≤: an upper bound (escalation stopped by its time cap)" if any(still_moving(run.results)
+                                                                                for run in runs) else None,
+               title_fontsize=7)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
