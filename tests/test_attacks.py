@@ -104,3 +104,34 @@ def test_attack_is_deterministic_for_a_seed(digits, digits_standard):
     a = ATTACKS["pgd"](budget=5)(view, x, y, threat, seed=7).x_adv
     b = ATTACKS["pgd"](budget=5)(view, x, y, threat, seed=7).x_adv
     assert torch.equal(a, b)
+
+
+class ConstantClass(nn.Module):
+    """Says class 0 for every input: a point labelled 0 has no adversarial example at all."""
+
+    def __init__(self, features: int, classes: int = 10) -> None:
+        super().__init__()
+        self.features, self.classes = features, classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(x.shape[0], self.classes, device=x.device)
+        logits[:, 0] = 5.0
+        return logits
+
+
+@pytest.mark.parametrize("name", ["hsj", "boundary"])
+def test_decision_attacks_leave_points_without_an_adversarial_start_unbroken_and_walk_the_rest(name, digits):
+    """Foolbox's decision attacks raise when their noise search finds no misclassified start for a point; the
+    suite's wrappers keep such a point at x (not broken) and attack the others, instead of failing the run."""
+    from attacks.registry import attack_classes
+    from robustness_eval.views import ShellOracle
+    from shells import IdentityShell
+
+    x, y = digits.x_test[:8], digits.y_test[:8].clone()
+    y[:3] = 0
+    target = IdentityShell(ConstantClass(x.shape[1]))
+    attack = attack_classes()[name](budget=200)
+    out = attack(ShellOracle(target, len(y), attack.budget), x, y, Threat("linf", 0.1), seed=0)
+    assert torch.equal(out.x_adv[:3], x[:3]) and out.trace["no_start"] == 3
+    result = verify(target, x, out.x_adv, y, Threat("linf", 0.1))
+    assert not bool(result.success[:3].any()) and bool(result.success[3:].all())
