@@ -27,6 +27,7 @@ from robustness_eval.report import (
     markdown_literal,
     pct,
     record_text,
+    still_moving,
     to_html,
     to_markdown,
     write_text_atomic,
@@ -135,13 +136,6 @@ def _threat_text(threat: tuple) -> str:
 
 def _worst_interval(results: dict) -> list[float] | None:
     return results.get("extras", {}).get("statistics", {}).get("intervals", {}).get("shell", {}).get("robust_accuracy")
-
-
-def still_moving(results: dict, target: str = "shell") -> bool:
-    """Whether escalation on `target` was stopped by its time cap while still moving the verdict: the worst
-    case is then an upper bound."""
-    return any(r["target"] == target and str(r.get("stopped", "")).startswith("time cap")
-               for r in results.get("escalation") or [])
 
 
 def _attack_text(top: tuple[str, int] | None) -> str:

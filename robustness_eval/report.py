@@ -315,7 +315,7 @@ def _escalation_section(results: dict) -> Section | None:
             if r.get("stopped"):
                 esc.notes.append(f"Escalation on the {r['target']} stopped after round {r['round']}: {r['stopped']}"
                                  + (" (the last round still moved the verdict: the figure is an upper bound)."
-                                    if r["stopped"].startswith("time cap") else "."))
+                                    if stopped_by_time_cap(r["stopped"]) else "."))
         for target, d in (diagnostics or {}).items():
             esc.notes.append(f"Gradients of F's loss at the {target} target's decision points: zero on "
                              f"{d['zero_gradient_share']:.0%}, non-finite on {d['nonfinite_gradient_share']:.0%} of "
@@ -396,6 +396,18 @@ def to_html(parts: list[Section]) -> str:
 
 REQUIRED_KEYS = ("config", "n_points", "clean_accuracy", "robust_accuracy", "transfer_robust_accuracy",
                  "attack_success_rate", "transfer_attack_success_rate", "retained_accuracy", "attacks", "points")
+
+
+def stopped_by_time_cap(stopped: str) -> bool:
+    """Whether an escalation round's stop reason (`escalation.stop_reason`) is its time cap, reached while the
+    verdict still moved: the figure it leaves is an upper bound."""
+    return stopped.startswith("time cap")
+
+
+def still_moving(results: dict, target: str = "shell") -> bool:
+    """Whether escalation on `target` ended at its time cap with the verdict still moving (an upper bound)."""
+    return any(r["target"] == target and stopped_by_time_cap(str(r.get("stopped", "")))
+               for r in results.get("escalation") or [])
 
 
 def write_text_atomic(path: Path, text: str) -> None:
