@@ -77,9 +77,16 @@ def headline(results: dict) -> str:
     gain = robust["shell"] - robust["base"]
     return (f"Transfer from F (the paper's protocol) succeeds on {pct(tasr['base'])} of the points F "
             f"classifies correctly and on {pct(tasr['shell'])} against the shell; {verdict}. "
-            f"Worst case over the battery: base {pct(robust['base'])}, shell {pct(robust['shell'])} "
-            f"robust accuracy ({'+' if gain >= 0 else ''}{100 * gain:.1f} pp for the shell)."
+            f"Worst case over the battery: base {_at_most(results, 'base')}{pct(robust['base'])}, shell "
+            f"{_at_most(results, 'shell')}{pct(robust['shell'])} robust accuracy "
+            f"({'+' if gain >= 0 else ''}{100 * gain:.1f} pp for the shell)."
+            + ("" if not (still_moving(results) or still_moving(results, "base")) else
+               " (At most: escalation was still moving the verdict when its time cap stopped it.)")
             + overstatement(results.get("extras", {}).get("active_test") or {}))
+
+
+def _at_most(results: dict, target: str) -> str:
+    return "at most " if still_moving(results, target) else ""
 
 
 def overstatement(active: dict) -> str:

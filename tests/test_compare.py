@@ -136,3 +136,8 @@ def test_a_worst_case_escalation_left_moving_is_marked_an_upper_bound(two_runs, 
     assert capped_row["robust, worst case"].startswith("≤ " + pct(results["robust_accuracy"]["shell"]))
     assert not mcn_row["robust, worst case"].startswith("≤")
     assert not capped_row["base F worst case"].startswith("≤")
+    # the run's own report says so in its headline
+    from robustness_eval.report import headline
+    text = headline(results)
+    assert f"shell at most {pct(results['robust_accuracy']['shell'])}" in text and "base at most" not in text
+    assert "at most" not in headline(_results(two_runs["mcn"]))
