@@ -81,7 +81,7 @@ def headline(results: dict) -> str:
             f"{_at_most(results, 'shell')}{pct(robust['shell'])} robust accuracy "
             f"({'+' if gain >= 0 else ''}{100 * gain:.1f} pp for the shell)."
             + ("" if not (still_moving(results) or still_moving(results, "base")) else
-               " (At most: escalation was still moving the verdict when its time cap stopped it.)")
+               " \"At most\": escalation was still moving the verdict when its time cap stopped it.")
             + overstatement(results.get("extras", {}).get("active_test") or {}))
 
 
