@@ -21,7 +21,7 @@ for shell in "${shells[@]}"; do
 done
 robustness-eval compare "${shells[@]/#/$study/digits/}" --annotations "$study/literature.toml" --out "$study"
 
-mnist=(vote jpeg bit-depth magnet)
+mnist=(vote jpeg bit-depth magnet tvm resize-pad)
 for shell in "${mnist[@]}"; do
   if [ ! -f "$study/mnist/$shell/results.json" ]; then
     robustness-eval run --data mnist --eps 0.3 --delta 0.3 --n-points 150 --no-convergence --shell "$shell" \
