@@ -109,9 +109,9 @@ def test_attack_is_deterministic_for_a_seed(digits, digits_standard):
 class ConstantClass(nn.Module):
     """Says class 0 for every input: a point labelled 0 has no adversarial example at all."""
 
-    def __init__(self, features: int, classes: int = 10) -> None:
+    def __init__(self, classes: int = 10) -> None:
         super().__init__()
-        self.features, self.classes = features, classes
+        self.classes = classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = torch.zeros(x.shape[0], self.classes, device=x.device)
@@ -129,7 +129,7 @@ def test_decision_attacks_leave_points_without_an_adversarial_start_unbroken_and
 
     x, y = digits.x_test[:8], digits.y_test[:8].clone()
     y[:3] = 0
-    target = IdentityShell(ConstantClass(x.shape[1]))
+    target = IdentityShell(ConstantClass())
     attack = attack_classes()[name](budget=200)
     out = attack(ShellOracle(target, len(y), attack.budget), x, y, Threat("linf", 0.1), seed=0)
     assert torch.equal(out.x_adv[:3], x[:3]) and out.trace["no_start"] == 3
