@@ -14,10 +14,16 @@ push out of the bounds are 0. Three constructions:
   δ-search from near x + ε·u finds the plant, an attack that follows F's gradient mostly does not.
 - other-class: on F's gradient path, but toward a wrong class drawn at random other than the
   runner-up, where untargeted attacks do not aim.
-- subspace (held out: designed after the battery work began and never used to tune it): u has
-  random signs on a random quarter of the usable coordinates and is 0 elsewhere (a plant in a
-  low-dimensional coordinate subspace), toward a wrong class drawn at random (the runner-up
-  included), with the orthogonal construction's ramp and weak slope on those coordinates only.
+- subspace: u has random signs on a random quarter of the usable coordinates and is 0 elsewhere (a
+  plant in a low-dimensional coordinate subspace), toward a wrong class drawn at random (the
+  runner-up included), with the orthogonal construction's ramp and weak slope on those coordinates
+  only. It was the held-out construction of the previous battery work (measured once, at its end).
+- decoy (held out: designed before this round of battery work and never used to tune it): the
+  orthogonal construction's plant, toward a wrong class w drawn at random (the runner-up included),
+  behind a confident decoy on F's gradient path toward w: along d = sign ∇_x(l_w − l_y)(x), the
+  true class's logit gains (and w's loses) a boost ramping from 0 at s_d = 0.5 to `DECOY_BOOST` at
+  s_d = 1. The path every gradient attack toward w takes first is confidently right, so an
+  evaluation that follows F's gradient sees a robust point; the plant lies off that path.
 
 Each plant is verified (G'(x) right, G'(x') wrong) before it counts. The found shares are reported
 per construction; a battery that misses on-gradient plants has failed, and the share of
@@ -39,9 +45,13 @@ from robustness_eval.units import Context
 from robustness_eval.verify import verify
 from shells.base import Shell
 
-CONSTRUCTIONS = ("on-gradient", "orthogonal", "other-class", "subspace")
-PLANTS = {"on-gradient": 120, "orthogonal": 60, "other-class": 60, "subspace": 60}  # points per construction (at most)
-HELD_OUT = ("subspace",)  # constructions the battery was never tuned on
+CONSTRUCTIONS = ("on-gradient", "orthogonal", "other-class", "subspace", "decoy")
+PLANTS = {"on-gradient": 120, "orthogonal": 60, "other-class": 60, "subspace": 60,
+          "decoy": 60}  # points per construction (at most)
+HELD_OUT = ("decoy",)  # constructions the battery was never tuned on
+RANDOM_CLASS = ("other-class", "subspace", "decoy")  # constructions whose wrong class is drawn at random
+RAMPED = ("orthogonal", "subspace", "decoy")  # constructions with the off-gradient ramp and weak slope
+DECOY_BOOST = 10.0  # the decoy's lift of the true class, a quarter of the plant's boost
 SUBSPACE_SHARE = 0.25  # the share of coordinates a subspace plant uses
 OFF_GRADIENT = CONSTRUCTIONS[1:]
 PASS_SHARE = ACTIVE_PASS_SHARE
@@ -115,7 +125,7 @@ def plant(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Threat, de
     with torch.no_grad():
         logits = model(x)
     wrong = logits.scatter(1, y[:, None], float("-inf")).argmax(1)
-    if construction in ("other-class", "subspace"):  # a wrong class drawn per point (other-class: not the runner-up)
+    if construction in RANDOM_CLASS:  # a wrong class drawn per point (other-class: not the runner-up)
         draw = torch.rand(logits.shape, generator=generator, device="cpu").to(logits.device)
         draw.scatter_(1, y[:, None], -1.0)
         if construction == "other-class":
@@ -123,7 +133,7 @@ def plant(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Threat, de
         wrong = draw.argmax(1)
     grad = _margin_gradient(model, x, y, wrong)
     slope = None
-    if construction == "orthogonal":  # a seeded Gaussian with its component along the gradient removed
+    if construction in ("orthogonal", "decoy"):  # a seeded Gaussian with its component along the gradient removed
         g = grad.flatten(1)
         r = torch.randn(g.shape, generator=generator, device="cpu").to(g)
         r = r - (r * g).sum(1, keepdim=True) / (g * g).sum(1, keepdim=True).clamp_min(1e-30) * g
@@ -134,17 +144,25 @@ def plant(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Threat, de
         direction = signs * keep
     else:
         direction = grad.sign()
-    # coordinates the direction would push out of the bounds take no part in the plant
     room = threat.eps + delta
-    moved = x.detach() + room * direction
-    direction[(moved > threat.bounds.upper) | (moved < threat.bounds.lower)] = 0.0
-    if construction in ("orthogonal", "subspace"):
+    direction = _usable(direction, x, room, threat)
+    if construction in RAMPED:
         used = direction.flatten(1).abs().sum(1).clamp_min(1.0)
         slope = SLOPE_SHARE * grad.flatten(1).abs().mean(1) * used * threat.eps
-    onset = 1.0 if construction in ("orthogonal", "subspace") else 1.2
-    width = 0.5 if construction in ("orthogonal", "subspace") else 0.3
-    return PlantedModel(model, Plant(x.detach(), direction, y, wrong, threat.eps, threat.eps + delta, onset=onset,
+    onset = 1.0 if construction in RAMPED else 1.2
+    width = 0.5 if construction in RAMPED else 0.3
+    if construction == "decoy":  # F's gradient path toward w made confidently right: y lifted, w lowered
+        path = _usable(grad.sign(), x, room, threat)
+        model = PlantedModel(model, Plant(x.detach(), path, wrong, y, threat.eps, room, boost=DECOY_BOOST,
+                                          onset=0.5, width=0.5)).eval()
+    return PlantedModel(model, Plant(x.detach(), direction, y, wrong, threat.eps, room, onset=onset,
                                      width=width, slope=slope)).eval()
+
+
+def _usable(direction: torch.Tensor, x: torch.Tensor, room: float, threat: Threat) -> torch.Tensor:
+    """`direction` with 0 on the coordinates it would push out of the bounds within `room` of x."""
+    moved = x.detach() + room * direction
+    return direction.masked_fill((moved > threat.bounds.upper) | (moved < threat.bounds.lower), 0.0)
 
 
 def active_test(run: Run, make_shell, delta: float, attacks="fast", plants: dict[str, int] | None = None) -> dict:

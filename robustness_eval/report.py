@@ -120,9 +120,10 @@ def _active_section(active: dict) -> Section:
     section = Section("Active test", [
         "Planted adversarial examples (after Zimmermann et al. 2022), one verified plant per point and "
         "construction: on F's gradient path toward its runner-up (on-gradient: the pass bar, ≥ 95 % found), "
-        "orthogonal to that gradient with a weak slope F's own gradient swamps, toward another wrong class, and "
-        "in a random quarter of the coordinates toward a random wrong class (subspace: held out, never used to "
-        f"choose the battery). Verdict: {active['status']}." + overstatement(active)],
+        "orthogonal to that gradient with a weak slope F's own gradient swamps, toward another wrong class, "
+        "in a random quarter of the coordinates toward a random wrong class (subspace), and orthogonal behind a "
+        "decoy that makes F's gradient path toward the plant's class confidently right (decoy: held out, never "
+        f"used to choose the battery). Verdict: {active['status']}." + overstatement(active)],
         ["construction", "plants verified", "found", "share found", "95 % interval", "found by"])
     for name, part in constructions.items():
         if "share_found" not in part:

@@ -100,6 +100,27 @@ def test_off_gradient_plants_are_real_adversarial_examples_off_fs_gradient_path(
         assert (planted.wrong != on_path.wrong).all() and (planted.wrong != y).all()
 
 
+def test_decoy_plants_lie_off_a_gradient_path_the_decoy_makes_confidently_right(setting):
+    model, _, x, y, threat = setting
+    planted = plant(model, x, y, threat, 0.1, "decoy", seed=1)
+    shell = MCNShell(planted, 0.1, "linf", threat.bounds)
+    x_adv = (x + threat.eps * planted.directions.view_as(x)).clamp(0, 1)
+    check = verify(shell, x, x_adv, y, threat)
+    assert check.in_ball.all() and check.in_bounds.all() and check.success.float().mean() >= 0.8
+    assert torch.equal(shell(x).argmax(1), MCNShell(model, 0.1, "linf", threat.bounds)(x).argmax(1))
+    # F's gradient path toward the plant's class ends, at the ball's surface, confidently right on F'
+    path = planted.model.directions.view_as(x)
+    assert torch.equal(planted.model.wrong, y) and torch.equal(planted.model.labels, planted.wrong)
+    on_path = (x + threat.eps * path).clamp(0, 1)
+    with torch.no_grad():
+        assert (planted(on_path).softmax(1).gather(1, y[:, None]) > 0.9).all()
+    # and the plant is off that path: where both may move either way (the bounds mask both alike elsewhere),
+    # its signs agree with the path's as often as chance (pooled over ~440 coordinates: 0 ± 0.05)
+    free = ((x >= 0.2) & (x <= 0.8)).flatten(1).float()
+    pooled = (planted.directions.flatten(1) * path.flatten(1) * free).sum() / free.sum()
+    assert pooled.abs() < 0.15
+
+
 def test_the_headline_says_how_much_missed_plants_can_overstate_robust_accuracy():
     from robustness_eval.report import overstatement
 
