@@ -26,6 +26,13 @@ STARTS = ("x", "uniform", "ods")
 ODS_STEPS = 2
 
 
+def continues_schedule(attack) -> bool:
+    """Whether `attack` runs ≥ 2 restarts on this schedule, so that more restarts can continue it (`first_restart`)."""
+    restarts = getattr(attack, "restarts", 1)
+    return (isinstance(restarts, int) and not isinstance(restarts, bool) and restarts >= 2
+            and hasattr(attack, "first_restart"))
+
+
 def schedule(restarts: int, first: str = "x", offset: int = 0) -> list[str]:
     """The starts of restarts `offset` … `offset + restarts − 1`: restart 0 at `first`, then ODS and uniform
     alternating."""

@@ -25,9 +25,12 @@ push out of the bounds are 0. Three constructions:
   s_d = 1. The path every gradient attack toward w takes first is confidently right, so an
   evaluation that follows F's gradient sees a robust point; the plant lies off that path.
 
-Each plant is verified (G'(x) right, G'(x') wrong) before it counts. The found shares are reported
-per construction; a battery that misses on-gradient plants has failed, and the share of
-off-gradient plants it misses bounds how far its robust accuracy may be overstated. L∞ threats only.
+Each plant is verified (G'(x) right, G'(x') wrong) before it counts. The attacks are those whose
+breaks the verdict counts: the battery, its doubled-budget round or, without one, the restart check,
+as the run has them (escalation, which only adds attacks where an indicator fires, is left out for time: the
+found share is then a lower bound for the whole run). The found shares are reported per construction;
+a battery that misses on-gradient plants has failed, and the share of off-gradient plants it misses
+bounds how far its robust accuracy may be overstated. L∞ threats only.
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ import torch
 from torch import nn
 
 from robustness_eval.ascent import input_gradient
-from robustness_eval.runner import Run, run_battery
+from robustness_eval.restart_check import restart_check
+from robustness_eval.runner import Run, attacks_run, resolve_battery, run_battery
 from robustness_eval.stats import ACTIVE_PASS_SHARE, clopper_pearson
 from robustness_eval.types import Norm, Threat
 from robustness_eval.units import Context
@@ -165,9 +169,11 @@ def _usable(direction: torch.Tensor, x: torch.Tensor, room: float, threat: Threa
     return direction.masked_fill((moved > threat.bounds.upper) | (moved < threat.bounds.lower), 0.0)
 
 
-def active_test(run: Run, make_shell, delta: float, attacks="fast", plants: dict[str, int] | None = None) -> dict:
+def active_test(run: Run, make_shell, delta: float, attacks="fast", plants: dict[str, int] | None = None,
+                convergence: bool = True, restarts: bool = True) -> dict:
     """Plant (one run per construction, on the first `plants[construction]` points of `run`), verify the plants,
-    run the battery on each planted target (`make_shell(planted)`, with `run`'s seed and backend); report the
+    run the battery on each planted target (`make_shell(planted)`, with `run`'s seed and backend), then, as the
+    evaluation does, its doubled-budget round (`convergence`) and the restart check (`restarts`); report the
     share found per construction. Passes when the on-gradient plants are found ≥ 95 %; the off-gradient share
     says how much the battery can miss."""
     threat = run.context.threat
@@ -177,7 +183,8 @@ def active_test(run: Run, make_shell, delta: float, attacks="fast", plants: dict
     unknown = sorted(set(plants) - set(CONSTRUCTIONS))
     if unknown:
         raise ValueError(f"unknown plant construction(s) {unknown}; pass some of {', '.join(CONSTRUCTIONS)}")
-    by_construction = {name: _one_construction(run, count, make_shell, delta, attacks, name)
+    rounds = {"convergence": convergence, "restarts": restarts}
+    by_construction = {name: _one_construction(run, count, make_shell, delta, attacks, name, rounds)
                        for name, count in plants.items()}
     on_gradient = by_construction.get("on-gradient", {})
     result = {**on_gradient, "constructions": by_construction}
@@ -190,7 +197,8 @@ def active_test(run: Run, make_shell, delta: float, attacks="fast", plants: dict
     return result
 
 
-def _one_construction(run: Run, count: int, make_shell, delta: float, attacks, construction: str) -> dict:
+def _one_construction(run: Run, count: int, make_shell, delta: float, attacks, construction: str,
+                      rounds: dict) -> dict:
     model, threat, seed = run.context.model, run.context.threat, run.seed
     x, y = run.context.x[:count], run.context.y[:count]
     planted = plant(model, x, y, threat, delta, construction, seed)
@@ -202,7 +210,12 @@ def _one_construction(run: Run, count: int, make_shell, delta: float, attacks, c
     idx = valid.nonzero().squeeze(1)
     if len(idx) == 0:
         return {"status": "not run", "reason": "no plant could be verified", "planted": len(y), "valid": 0}
-    result = run_battery(Run(Context(planted, shell, x[idx], y[idx], threat), seed, backend=run.backend), attacks)
+    # only the shell is scored, so F' is not attacked (a transfer attack is still crafted on it)
+    planted_run = Run(Context(planted, shell, x[idx], y[idx], threat), seed, backend=run.backend, targets=("shell",))
+    result = run_battery(planted_run, attacks, convergence=rounds["convergence"])
+    if rounds["restarts"] and not rounds["convergence"]:  # with it, the doubled round continued the restarts
+        battery = resolve_battery(attacks)
+        result, _ = restart_check(result, planted_run, battery, attacks_run(battery, False))
     found = sum(1 for p in result.points if p["shell_correct"] and p["broken_by"]["shell"] is not None)
     evaluated = sum(1 for p in result.points if p["shell_correct"])
     if not evaluated:  # a randomized shell can misclassify on the battery's draw a point it verified correct

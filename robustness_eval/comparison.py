@@ -56,7 +56,7 @@ class RunSummary:
 
     def shell_breaks(self) -> Counter:
         """Verified breaks of the shell by the attack that made each (the ladder's first), an attack's restart
-        check and escalation rounds (`pgd@restarts`, `pgd@esc1`) counted with it."""
+        check, doubled-budget and escalation rounds (`pgd@restarts`, `pgd@x2`, `pgd@esc1`) counted with it."""
         return Counter(p["broken_by"]["shell"].split("@")[0] for p in self.results["points"]
                        if p["broken_by"]["shell"])
 

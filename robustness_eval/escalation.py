@@ -169,9 +169,10 @@ def stop_reason(moved_pp: float, elapsed: float, took: float, time_cap: float) -
     return ""
 
 
-def escalate(result, run: Run, battery: list[Attack], battery_x2: list[Attack] | None, unbounded: dict | None,
-             surrogate: nn.Module | None = None, time_cap: float = TIME_CAP_SECONDS):
-    """Escalation rounds for every target an indicator fires on; the final result, with `escalation` rounds."""
+def escalate(result, run: Run, ran: list[Attack], unbounded: dict | None, surrogate: nn.Module | None = None,
+             time_cap: float = TIME_CAP_SECONDS):
+    """Escalation rounds for every target an indicator fires on, after `ran` (every attack run so far, in order);
+    the final result, with `escalation` rounds."""
     model, shell, x, y = run.context.model, run.context.shell, run.context.x, run.context.y
     start = time.perf_counter()
     diagnostics = gradient_diagnostics(model, shell, x, y)
@@ -188,8 +189,7 @@ def escalate(result, run: Run, battery: list[Attack], battery_x2: list[Attack] |
             began = time.perf_counter()
             run_more(attacks, run)
             extra += attacks
-            batteries = {"main": [*battery, *extra], **({"x2": battery_x2} if battery_x2 else {})}
-            current = summarise(run, batteries, result.config)
+            current = summarise(run, {"main": [*ran, *extra]}, result.config)
             current.extras = {**result.extras, **current.extras}  # keep what came before (the restart check)
             after = current.robust_accuracy[target]
             moved = 100 * (before - after)

@@ -23,9 +23,9 @@ from robustness_eval.backends import LocalBackend, RayBackend
 from robustness_eval.crosscheck import pgd_crosscheck
 from robustness_eval.escalation import escalate
 from robustness_eval.provenance import VOLATILE, run_config
-from robustness_eval.restart_check import restart_check
+from robustness_eval.restart_check import record_from_doubled_round, restart_check
 from robustness_eval.results import EvaluationResult, describe_shell
-from robustness_eval.runner import Run, resolve_battery, run_battery
+from robustness_eval.runner import Run, attacks_run, run_battery
 from robustness_eval.shell_source import ShellSource
 from robustness_eval.store import ResultStore
 from robustness_eval.types import Threat
@@ -117,23 +117,23 @@ def run_one(job: Evaluation, shell, threat: Threat, config: dict, directory: Pat
 def _checks(result: EvaluationResult, run: Run, job: Evaluation, config: dict) -> EvaluationResult:
     """The primary run's checks, in order: the restart check, escalation, the cross-check, the truth checks."""
     context, store, seed = run.context, run.store, run.seed
-    battery_x2 = resolve_battery(job.attacks, job.budgets, 2.0) if config["convergence"] else None
-    battery = job.battery
-    if config["restart_check"]:
-        batteries = {"main": battery, **({"x2": battery_x2} if battery_x2 else {})}
-        result, added = restart_check(result, run, batteries)
-        battery = [*battery, *added]
+    ran = attacks_run(job.battery, config["convergence"])
+    if config["restart_check"] and config["convergence"]:  # the doubled round continued every start schedule
+        result.extras["restart_check"] = record_from_doubled_round(result, run, ran[len(job.battery):])
+    elif config["restart_check"]:
+        result, added = restart_check(result, run, job.battery, ran)
+        ran = [*ran, *added]
     x, y = context.x[:SANITY_SUBSET], context.y[:SANITY_SUBSET]
     if config["escalation"]:
         unbounded = _cached(store, "unbounded", lambda: asdict(sanity.unbounded_attack(
             context.model, context.shell, x, y, context.threat, seed))) if config["sanity"] else None
-        result = escalate(result, run, battery, battery_x2, unbounded and unbounded["values"],
+        result = escalate(result, run, ran, unbounded and unbounded["values"],
                           surrogate=job.surrogate, time_cap=config["escalation_cap"])
     if config["crosscheck"]:
         result.extras["crosscheck"] = _cached(store, "crosscheck", lambda: pgd_crosscheck(run))
     if config["sanity"]:
         result.extras.update(_cached(store, "truth_checks", lambda: _truth_checks(
-            result, run, job.source, job.battery, store.meta("unbounded"))))
+            result, run, job.source, job.battery, store.meta("unbounded"), config)))
     return result
 
 
@@ -147,7 +147,7 @@ def _cached(store: ResultStore, key: str, compute: Callable[[], dict]) -> dict:
 
 
 def _truth_checks(result: EvaluationResult, run: Run, source: ShellSource, battery: list[Attack],
-                  unbounded: dict | None) -> dict:
+                  unbounded: dict | None, config: dict) -> dict:
     """Sanity verdicts and the active test; the shell is rebuilt around F at δ = 0 and around F'."""
     model, shell, y = run.context.model, run.context.shell, run.context.y
     at_zero = source.rebuild(model, delta=0.0) if source.takes("delta") else None
@@ -159,7 +159,8 @@ def _truth_checks(result: EvaluationResult, run: Run, source: ShellSource, batte
                                                  "pass a factory(model, **options) instead of an instance"}
     else:
         active = active_test(run, lambda planted: source.rebuild(planted), radius, battery,
-                             plants={name: min(count, subset) for name, count in PLANTS.items()})
+                             plants={name: min(count, subset) for name, count in PLANTS.items()},
+                             convergence=config["convergence"], restarts=config["restart_check"])
         n, robust = result.n_points, result.robust_accuracy["shell"]
         breaks = round(n * (result.clean_accuracy["shell"] - robust))
         active["caveat"] = caveat(active, robust, breaks, n)

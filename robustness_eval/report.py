@@ -239,11 +239,17 @@ def _check_sections(extras: dict) -> list[Section]:
     out = []
     if "convergence" in extras:
         c = extras["convergence"]
-        out.append(Section("Convergence: every budget doubled", [
-            f"Rerun of the whole battery with every budget × {c['budget_scale']:g}: robust accuracy "
-            f"base {pct(c['robust_accuracy']['base'])} ({c['change_pp']['base']:+.1f} pp), shell "
-            f"{pct(c['robust_accuracy']['shell'])} ({c['change_pp']['shell']:+.1f} pp); worst case of "
-            f"both runs: base {pct(c['worst_of_both']['base'])}, shell {pct(c['worst_of_both']['shell'])}."]))
+        change = (f"base {pct(c['robust_accuracy']['base'])} ({c['change_pp']['base']:+.1f} pp), shell "
+                  f"{pct(c['robust_accuracy']['shell'])} ({c['change_pp']['shell']:+.1f} pp)")
+        if "attacks" in c:  # the doubled round runs after the battery, on what it left, and counts
+            text = (f"Every attack of the battery ran again with its budget × {c['budget_scale']:g} on the points "
+                    f"still unbroken (the rungs named @x2); its breaks are verified and count in the worst case. "
+                    f"Robust accuracy after it: {change}.")
+        else:  # a results.json from before: the doubled battery was a separate run
+            text = (f"Rerun of the whole battery with every budget × {c['budget_scale']:g}: robust accuracy "
+                    f"{change}; worst case of both runs: base {pct(c['worst_of_both']['base'])}, shell "
+                    f"{pct(c['worst_of_both']['shell'])}.")
+        out.append(Section("Convergence: every budget doubled", [text]))
     if "restart_check" in extras:
         check = extras["restart_check"]
         lines = []
@@ -254,11 +260,14 @@ def _check_sections(extras: dict) -> list[Section]:
             lines.append(f"{target}: {', '.join(r['attacks'])} broke {r['new_breaks']} more point(s), robust accuracy "
                          f"{pct(r['robust_accuracy_before'])} → {pct(r['robust_accuracy_after'])} "
                          f"({r['change_pp']:+.1f} pp).")
+        within = any(r.get("round") == "x2" for r in check.values())
+        how = ("In the doubled-budget round, every attack with two or more restarts ran" if within else
+               "Every attack with two or more restarts ran again")
         out.append(Section("Restart check: as many new restarts again", [
-            "Every attack with two or more restarts ran again on the points still unbroken, with as many new "
-            "restarts continuing its start schedule (ODS and uniform starts in turn), so the battery and the check "
-            "together ran twice the restarts and repeated none; its breaks are verified and count in the worst "
-            "case. A change of 0.5 pp or more starts escalation on that target.", *lines]))
+            f"{how} on the points still unbroken, with as many new restarts continuing its start schedule (ODS and "
+            "uniform starts in turn), so the battery and the check together ran twice the restarts and repeated "
+            "none; its breaks are verified and count in the worst case. A change of 0.5 pp or more starts "
+            "escalation on that target.", *lines]))
     if "crosscheck" in extras:
         k = extras["crosscheck"]
         out.append(Section("Second opinion on the base model", [

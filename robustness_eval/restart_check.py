@@ -10,11 +10,17 @@ they suit (a transfer attack is crafted once on F for both, as in the battery): 
 verified like any other and counts in the worst case, the ladder shows the rungs, and results.json
 records per target the robust accuracy before and after. A change of at least 0.5 pp fires an
 escalation indicator on that target.
+
+When the doubled-budget round runs (`convergence`), its attacks with restarts already continue their
+start schedules with as many new restarts, at twice the budget (`runner.doubled_attacks`): the check
+is not run a second time with less, and its record is read off that round's rungs
+(`record_from_doubled_round`, marked `"round": "x2"`).
 """
 
 from __future__ import annotations
 
 from attacks.base import Attack
+from attacks.starts import continues_schedule
 from robustness_eval.runner import TARGETS, Run, run_more, summarise
 from shells.base import capabilities
 
@@ -26,9 +32,9 @@ def restart_attacks(battery: list[Attack], shells: dict) -> list[Attack]:
     to the one target it suits when it suits only one (so it is never listed as skipped)."""
     out = []
     for attack in battery:
-        restarts = getattr(attack, "restarts", 1)
-        if not (isinstance(restarts, int) and restarts >= 2 and hasattr(attack, "first_restart")):
+        if not continues_schedule(attack):
             continue
+        restarts = attack.restarts
         suits = [t for t in TARGETS if attack.only_target in (None, t)
                  and attack.skip_reason(capabilities(shells[t])) is None]
         if suits:
@@ -37,14 +43,15 @@ def restart_attacks(battery: list[Attack], shells: dict) -> list[Attack]:
     return out
 
 
-def restart_check(result, run: Run, batteries: dict):
-    """Run the check; return (the result with its rungs, the check's attacks). The record per target is
+def restart_check(result, run: Run, battery: list[Attack], ran: list[Attack]):
+    """Run the check on the restarts of `battery`'s attacks, after `ran` (every attack run so far, in order);
+    return (the result with its rungs, the check's attacks). The record per target is
     `result.extras['restart_check']`."""
     context = run.context
-    attacks = restart_attacks(batteries["main"], context.shells)
+    attacks = restart_attacks(battery, context.shells)
     if attacks:
         run_more(attacks, run)
-    current = summarise(run, {**batteries, "main": [*batteries["main"], *attacks]}, result.config)
+    current = summarise(run, {"main": [*ran, *attacks]}, result.config)
     current.extras = {**result.extras, **current.extras}
     record = {}
     for target in TARGETS:
@@ -56,3 +63,20 @@ def restart_check(result, run: Run, batteries: dict):
                           "new_breaks": sum(r["new_breaks"] for r in current.ladder(target) if r["name"] in names)}
     current.extras["restart_check"] = record
     return current, attacks
+
+
+def record_from_doubled_round(result, run: Run, doubled: list[Attack]) -> dict:
+    """The check's record per target from the doubled round's attacks that continued a start schedule: their
+    breaks, and the robust accuracy before and after them."""
+    n = len(run.context.y)
+    record = {}
+    for target in TARGETS:
+        offered = capabilities(run.context.shells[target])
+        names = [a.name for a in doubled if continues_schedule(a) and a.skip_reason(offered) is None
+                 and a.only_target in (None, target)]
+        broken = sum(r["new_breaks"] for r in result.ladder(target) if r["name"] in names)
+        after = result.robust_accuracy[target]
+        record[target] = {"attacks": names, "robust_accuracy_before": after + broken / n,
+                          "robust_accuracy_after": after, "change_pp": round(-100 * broken / n, 2),
+                          "new_breaks": broken, "round": "x2"}
+    return record

@@ -154,15 +154,6 @@ class EvaluationResult:
         unsteady = {t: store.unsteady(t) for t in kinds}
         if any(unsteady.values()):
             extras["unsteady"] = {t: points for t, points in unsteady.items() if points}
-        if "x2" in batteries:
-            _, doubled, _ = _summarise(store, "x2", batteries["x2"], kinds, correct, n)
-            again = {t: _share(int(correct[t].sum()) - len(doubled[t]), n) for t in kinds}
-            extras["convergence"] = {
-                "budget_scale": 2.0, "robust_accuracy": again,
-                "change_pp": {t: round(100 * (again[t] - robust[t]), 2) for t in kinds},
-                "worst_of_both": {t: _share(int(correct[t].sum())
-                                            - len(set(broken_by[t]) | set(doubled[t])), n)
-                                  for t in kinds}}
         adversarial = {t: store.adversarial("main", t, input_shape) for t in kinds}
         return cls(config, n, clean, robust, transfer, asr, tasr, retained,
                    [asdict(r) for r in records], [asdict(p) for p in points], extras=extras,

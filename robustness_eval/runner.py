@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from attacks.base import Attack
 from attacks.registry import build_battery
+from attacks.starts import continues_schedule
 from robustness_eval.backends import LocalBackend, RayBackend
 from robustness_eval.modules import eval_mode
 from robustness_eval.progress import progress
@@ -39,6 +40,7 @@ from shells.base import capabilities
 KIND_ORDER = [AttackKind.TRANSFER, AttackKind.BASELINE, AttackKind.SHELL_AWARE, AttackKind.WHITE_BOX, AttackKind.BPDA,
               AttackKind.EOT, AttackKind.SCORE_BASED, AttackKind.DECISION_BASED]
 TARGETS = ("base", "shell")
+DOUBLED_TAG = "@x2"  # the doubled-budget (convergence) round's attacks
 
 
 def attack_seed(seed: int, name: str, chunk: int = 0) -> int:
@@ -52,10 +54,12 @@ def order_battery(battery: list[Attack]) -> list[Attack]:
 
 
 def skipped_attacks(battery: list[Attack], shells: dict[str, nn.Module]) -> list[dict]:
-    """Per target, every attack of the battery that does not apply to it, and why."""
+    """Per target, every attack of the battery that does not apply to it, and why (an attack's doubled-budget
+    copy is skipped with it and not listed again)."""
     return [{"target": target, "attack": attack.name, "reason": reason}
             for target, shell in shells.items() for attack in battery
-            if attack.only_target is None and (reason := attack.skip_reason(capabilities(shell))) is not None]
+            if attack.only_target is None and not attack.name.endswith(DOUBLED_TAG)
+            and (reason := attack.skip_reason(capabilities(shell))) is not None]
 
 
 def resolve_battery(attacks: str | list[str] | list[Attack], budgets: dict[str, int] | None = None,
@@ -78,7 +82,8 @@ class Run:
     The battery, the restart check and escalation take it as their main argument; `store` is where rows are
     committed chunk by chunk (default: in memory; the store of an interrupted run resumes it), `chunk` the points
     per committed unit, `backend` where units run (default local; `RayBackend` for a cluster: the results do
-    not depend on it), `quiet` no progress bars or ladder lines.
+    not depend on it), `quiet` no progress bars or ladder lines, `targets` the targets attacked (both by
+    default; the active test scores the shell alone).
     """
 
     context: Context
@@ -87,8 +92,12 @@ class Run:
     chunk: int = 50
     backend: LocalBackend | RayBackend | None = None
     quiet: bool = True
+    targets: tuple[str, ...] = TARGETS
 
     def __post_init__(self) -> None:
+        unknown = sorted(set(self.targets) - set(TARGETS))
+        if unknown or not self.targets:
+            raise ValueError(f"`targets` must name some of {', '.join(TARGETS)} (got {self.targets!r})")
         self.store = self.store if self.store is not None else ResultStore(None)
         self.backend = self.backend if self.backend is not None else LocalBackend()
 
@@ -106,7 +115,8 @@ def run_battery(run: Run, attacks: str | list[str] | list[Attack] = "fast", budg
             the threat, the seed and where the work goes (see `Run`).
         attacks: a preset ('fast', 'full'), a comma list of names, or Attack instances.
         budgets: per-attack budget overrides by name.
-        convergence: also run the whole battery with every budget doubled and report the change.
+        convergence: then run every attack again with its budget doubled on the points still unbroken (the
+            convergence round, `name@x2`); its breaks count, and `extras.convergence` records the change.
         config: recorded as the result's `config` (the CLI passes everything needed to rerun).
         indices: the points' indices in their data set (default 0..n-1).
     """
@@ -127,20 +137,48 @@ def run_battery(run: Run, attacks: str | list[str] | list[Attack] = "fast", budg
             stored = (votes * 2 > repeats_for(target)).cpu()
             store.save_clean(name, stored)
         correct[name] = stored  # bookkeeping (masks, indices, query counts) lives on the CPU
-    phases = [("main", 1.0)] + ([("x2", 2.0)] if convergence else [])
-    batteries = {}
+    battery = resolve_battery(attacks, budgets)
+    ran = attacks_run(battery, convergence)
     with run.backend.session(context) as session:
-        for phase, scale in phases:
-            battery = resolve_battery(attacks, budgets, scale)
-            batteries[phase] = battery
-            bar = progress(battery, desc=f"attacks ({phase})", disable=run.quiet)
-            for position, attack in enumerate(bar):
-                earlier = {a.name for a in battery[:position]}
-                _run_attack(attack, run, session, correct, phase, earlier)
-                if not run.quiet:
-                    for target in TARGETS:
-                        _print_rung(store, phase, attack, target, correct, battery[: position + 1])
-    return summarise(run, batteries, config, indices)
+        bar = progress(ran, desc="attacks", disable=run.quiet)
+        for position, attack in enumerate(bar):
+            _run_attack(attack, run, session, correct, "main", {a.name for a in ran[:position]})
+            if not run.quiet:
+                for target in TARGETS:
+                    _print_rung(store, "main", attack, target, correct, ran[: position + 1])
+    result = summarise(run, {"main": ran}, config, indices)
+    if convergence:
+        result.extras["convergence"] = convergence_record(summarise(run, {"main": battery}), result,
+                                                          ran[len(battery):])
+    return result
+
+
+def attacks_run(battery: list[Attack], convergence: bool) -> list[Attack]:
+    """Every attack `run_battery` runs, in order: the battery, then (with `convergence`) its doubled round."""
+    return [*battery, *(doubled_attacks(battery) if convergence else [])]
+
+
+def doubled_attacks(battery: list[Attack]) -> list[Attack]:
+    """The convergence round: every battery attack again with its budget doubled, under `name@x2` (its own
+    seeds, rows and rung), run after the battery on the points it left unbroken, so its breaks count in the
+    worst case like any other verified break. An attack with ≥ 2 restarts continues its start schedule
+    (`first_restart` past the battery's), so the round also runs as many new restarts from other starts:
+    it carries the restart check's question too."""
+    out = []
+    for again in resolve_battery(battery, None, 2.0):
+        if continues_schedule(again):
+            again = again.rebuilt(first_restart=again.first_restart + again.restarts)
+        out.append(again.renamed(again.name + DOUBLED_TAG, again.only_target))
+    return out
+
+
+def convergence_record(before: EvaluationResult, after: EvaluationResult, doubled: list[Attack]) -> dict:
+    """What the doubled-budget round changed, per target (results.json's `extras.convergence`)."""
+    names = {a.name for a in doubled}
+    return {"budget_scale": 2.0, "attacks": sorted(names), "robust_accuracy": dict(after.robust_accuracy),
+            "change_pp": {t: round(100 * (after.robust_accuracy[t] - before.robust_accuracy[t]), 2) for t in TARGETS},
+            "new_breaks": {t: sum(r["new_breaks"] for r in after.ladder(t) if r["name"] in names) for t in TARGETS},
+            "worst_of_both": dict(after.robust_accuracy)}
 
 
 def summarise(run: Run, batteries: dict, config: dict | None = None,
@@ -201,7 +239,7 @@ def plan_units(attack: Attack, alive: dict[str, torch.Tensor], phase: str, seed:
 
 def _run_attack(attack: Attack, run: Run, session, correct: dict, phase: str, earlier: set[str]) -> None:
     context, store = run.context, run.store
-    applies = [t for t in TARGETS if attack.skip_reason(capabilities(context.shells[t])) is None
+    applies = [t for t in run.targets if attack.skip_reason(capabilities(context.shells[t])) is None
                and attack.only_target in (None, t)]
     if not applies:
         return

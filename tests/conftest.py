@@ -10,6 +10,9 @@ import pytest
 import torch
 from torch import nn
 
+from attacks.base import AttackOutput
+from attacks.pgd import PGD
+
 # a third-party package as importlib.metadata sees an installed one: it registers an attack and a shell by entry
 # point, so every test that walks the registries walks those too
 sys.path.insert(0, str(Path(__file__).parent / "plugin"))
@@ -74,3 +77,15 @@ def logistic():
 
 def sigmoid(v: float) -> float:
     return 1 / (1 + math.exp(-v))
+
+
+class PatientPGD(PGD):
+    """PGD that proposes nothing (x itself) unless it is given at least 2 iterations: only the doubled round of a
+    battery built with budget 1 can break anything with it."""
+
+    name = "patient-pgd"
+
+    def _run(self, view, x, y, threat, budget, generator):
+        if budget < 2:
+            return AttackOutput(x.clone(), torch.zeros(len(y), dtype=torch.long))
+        return super()._run(view, x, y, threat, budget, generator)

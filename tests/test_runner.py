@@ -14,6 +14,7 @@ from robustness_eval.types import Threat
 from robustness_eval.units import Context
 from robustness_eval.verify import verify
 from shells import IdentityShell, MCNShell, NCNShell, VoteShell
+from tests.conftest import PatientPGD
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +117,33 @@ def test_cli_end_to_end_on_a_tiny_configuration(tmp_path):
 def test_cli_rejects_bad_input_with_a_clear_error(argv, message, capsys, tmp_path):
     assert main([*argv, "--out", str(tmp_path), "--quiet"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_breaks_of_the_doubled_budget_round_count_in_the_worst_case(digits, digits_standard):
+    x, y = digits.x_test[:30], digits.y_test[:30]
+    run = Run(Context(digits_standard, IdentityShell(digits_standard), x, y, Threat("linf", 0.1)))
+    alone = run_battery(run, [PatientPGD(budget=1, restarts=1)])
+    assert alone.robust_accuracy["shell"] == alone.clean_accuracy["shell"]  # budget 1 breaks nothing
+    result = run_battery(Run(run.context), [PatientPGD(budget=1, restarts=1)], convergence=True)
+    rungs = {r["name"]: r for r in result.ladder("shell")}
+    assert list(rungs) == ["patient-pgd", "patient-pgd@x2"] and rungs["patient-pgd@x2"]["new_breaks"] > 0
+    assert result.robust_accuracy["shell"] < result.clean_accuracy["shell"]
+    conv = result.extras["convergence"]
+    broken = sum(1 for p in result.points if p["broken_by"]["shell"] == "patient-pgd@x2")
+    assert conv["new_breaks"]["shell"] == broken == rungs["patient-pgd@x2"]["new_breaks"]
+    assert conv["change_pp"]["shell"] == round(-100 * broken / len(y), 2)
+    assert conv["robust_accuracy"]["shell"] == result.robust_accuracy["shell"]
+    # each doubled-round break re-verifies on the target
+    idx = [p["index"] for p in result.points if p["broken_by"]["shell"] == "patient-pgd@x2"]
+    x_adv = torch.stack([result.adversarial["shell"][i] for i in idx])
+    assert verify(run.context.shell, x[idx], x_adv, y[idx], run.context.threat).success.all()
+
+
+def test_the_doubled_round_doubles_budgets_and_continues_every_start_schedule():
+    from attacks.path import TargetedGradientPath
+    from attacks.pgd import PGD
+    from robustness_eval.runner import doubled_attacks
+
+    patient, single = doubled_attacks([PGD(budget=30, restarts=5), TargetedGradientPath(budget=7, restarts=1)])
+    assert (patient.name, patient.budget, patient.restarts, patient.first_restart) == ("pgd@x2", 60, 5, 5)
+    assert (single.name, single.budget, single.first_restart) == ("pgd-path-t@x2", 14, 0)  # one restart: from x

@@ -15,6 +15,7 @@ from robustness_eval.types import Threat
 from robustness_eval.units import Context
 from robustness_eval.verify import verify
 from shells import IdentityShell, MCNShell
+from tests.conftest import PatientPGD
 
 
 class FeeblePGD(PGD):
@@ -204,7 +205,7 @@ def test_a_construction_whose_points_the_shell_misclassifies_in_the_battery_is_n
         def ladder(self, _target: str) -> list:
             return []
 
-    monkeypatch.setattr(active, "run_battery", lambda run, attacks: AllMisclassified(len(run.context.y)))
+    monkeypatch.setattr(active, "run_battery", lambda run, attacks, **_: AllMisclassified(len(run.context.y)))
     result = active_test(Run(Context(model, IdentityShell(model), x, y, threat)),
                          lambda planted: MCNShell(planted, 0.1, "linf", threat.bounds), 0.1,
                          plants={"on-gradient": 10, "orthogonal": 10})
@@ -212,3 +213,22 @@ def test_a_construction_whose_points_the_shell_misclassifies_in_the_battery_is_n
         assert part["status"] == "not run" and "share_found" not in part and part["valid"] > 0, part
     assert "off_gradient_share_found" not in result
     assert active.caveat(result, 0.5, 5, 30) is None
+
+
+def test_the_active_test_counts_the_doubled_budget_round_and_the_restart_check(setting):
+    """The active test measures the attacks whose breaks the verdict counts: an attack that finds nothing at its
+    battery budget but does at twice it finds plants only when the doubled round runs."""
+    model, _, x, y, threat = setting
+    run = Run(Context(model, IdentityShell(model), x, y, threat))
+
+    def make(planted):
+        return MCNShell(planted, 0.1, "linf", threat.bounds)
+
+    plants = {"on-gradient": 20}
+    without = active_test(run, make, 0.1, [PatientPGD(budget=1, restarts=1)], plants, convergence=False)
+    counted = active_test(run, make, 0.1, [PatientPGD(budget=1, restarts=1)], plants, convergence=True)
+    assert without["found"] == 0 and counted["found"] > 0
+    assert counted["found_by"]["patient-pgd@x2"] == counted["found"]
+    # the restart check runs on the plants too: its rungs are named in what found them
+    restarts = active_test(run, make, 0.1, [PatientPGD(budget=1, restarts=2)], plants, convergence=False)
+    assert "patient-pgd@restarts" in restarts["found_by"]
