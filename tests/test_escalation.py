@@ -193,6 +193,27 @@ def test_more_restarts_that_move_the_verdict_fire_the_indicator_and_escalate():
     assert not indicators(quiet, {}, None, "base")
 
 
+def test_with_the_doubled_round_more_restarts_are_its_own_and_still_fire_the_indicator():
+    """With convergence on, the doubled round continues the start schedules (no separate check with less); the
+    restart record is read off its rungs and a move still escalates."""
+    from attacks.pgd import PGD
+
+    g = torch.Generator().manual_seed(0)
+    x = 0.3 + 0.4 * torch.rand(40, 4, generator=g)
+    x[:, 0] = 0.3125 + 0.002 * (torch.arange(40) % 10)
+    y = torch.zeros(40, dtype=torch.long)
+    model = Lottery()
+    result = robustness_eval.evaluate(model, IdentityShell(model), (x, y), Threat("linf", 0.1),
+                                      attacks=[PGD(budget=5, restarts=2)], convergence=True, crosscheck=False,
+                                      sanity_checks=False, n_points=None)
+    check = result.extras["restart_check"]["base"]
+    assert check["round"] == "x2" and check["attacks"] == ["pgd@x2"] and check["new_breaks"] >= 4
+    assert not any(a["name"].endswith("@restarts") for a in result.attacks)
+    assert result.extras["convergence"]["new_breaks"]["base"] == check["new_breaks"]
+    rounds = [r for r in result.escalation if r["target"] == "base"]
+    assert rounds and any("more restarts moved robust accuracy" in i for i in rounds[0]["indicators"])
+
+
 def test_escalation_on_a_shell_brings_the_attacks_its_capabilities_allow(digits_adversarial, digits):
     """A differentiable randomized shell escalates with end-to-end PGD and EOT; a search shell with the
     shell-aware attacks; transfer PGD with more restarts and Square on both."""
