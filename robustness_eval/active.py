@@ -18,7 +18,8 @@ push out of the bounds are 0. Three constructions:
   plant in a low-dimensional coordinate subspace), toward a wrong class drawn at random (the
   runner-up included), with the orthogonal construction's ramp and weak slope on those coordinates
   only. It was the held-out construction of the previous battery work (measured once, at its end).
-- decoy (held out: designed before this round of battery work and never used to tune it): the
+- decoy (held out: designed before the battery work of 2026-12-04, never used to tune it, and
+  measured once at that round's end: 34 of 57 on digits, docs/DESIGN.md; it now counts as seen): the
   orthogonal construction's plant, toward a wrong class w drawn at random (the runner-up included),
   behind a confident decoy on F's gradient path toward w: along d = sign ∇_x(l_w − l_y)(x), the
   true class's logit gains (and w's loses) a boost ramping from 0 at s_d = 0.5 to `DECOY_BOOST` at
