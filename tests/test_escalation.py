@@ -172,17 +172,22 @@ class Lottery(nn.Module):
         return torch.stack([torch.ones_like(phase), 1000.0 * torch.relu(phase - 0.8)], dim=1)
 
 
-def test_more_restarts_that_move_the_verdict_fire_the_indicator_and_escalate():
+def _lottery_run(convergence: bool):
+    """PGD with 2 restarts on the lottery model, 40 points whose clean phases (0.25 … 0.61) all start right."""
     from attacks.pgd import PGD
 
     g = torch.Generator().manual_seed(0)
     x = 0.3 + 0.4 * torch.rand(40, 4, generator=g)
-    x[:, 0] = 0.3125 + 0.002 * (torch.arange(40) % 10)  # clean phases 0.25 … 0.61: every point starts right
+    x[:, 0] = 0.3125 + 0.002 * (torch.arange(40) % 10)
     y = torch.zeros(40, dtype=torch.long)
     model = Lottery()
-    result = robustness_eval.evaluate(model, IdentityShell(model), (x, y), Threat("linf", 0.1),
-                                      attacks=[PGD(budget=5, restarts=2)], convergence=False, crosscheck=False,
-                                      sanity_checks=False, n_points=None)
+    return robustness_eval.evaluate(model, IdentityShell(model), (x, y), Threat("linf", 0.1),
+                                    attacks=[PGD(budget=5, restarts=2)], convergence=convergence, crosscheck=False,
+                                    sanity_checks=False, n_points=None)
+
+
+def test_more_restarts_that_move_the_verdict_fire_the_indicator_and_escalate():
+    result = _lottery_run(convergence=False)
     check = result.extras["restart_check"]["base"]
     assert check["attacks"] == ["pgd@restarts"] and check["new_breaks"] >= 4
     assert check["change_pp"] <= -10 and check["robust_accuracy_after"] < check["robust_accuracy_before"]
@@ -196,16 +201,7 @@ def test_more_restarts_that_move_the_verdict_fire_the_indicator_and_escalate():
 def test_with_the_doubled_round_more_restarts_are_its_own_and_still_fire_the_indicator():
     """With convergence on, the doubled round continues the start schedules (no separate check with less); the
     restart record is read off its rungs and a move still escalates."""
-    from attacks.pgd import PGD
-
-    g = torch.Generator().manual_seed(0)
-    x = 0.3 + 0.4 * torch.rand(40, 4, generator=g)
-    x[:, 0] = 0.3125 + 0.002 * (torch.arange(40) % 10)
-    y = torch.zeros(40, dtype=torch.long)
-    model = Lottery()
-    result = robustness_eval.evaluate(model, IdentityShell(model), (x, y), Threat("linf", 0.1),
-                                      attacks=[PGD(budget=5, restarts=2)], convergence=True, crosscheck=False,
-                                      sanity_checks=False, n_points=None)
+    result = _lottery_run(convergence=True)
     check = result.extras["restart_check"]["base"]
     assert check["round"] == "x2" and check["attacks"] == ["pgd@x2"] and check["new_breaks"] >= 4
     assert not any(a["name"].endswith("@restarts") for a in result.attacks)
