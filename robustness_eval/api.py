@@ -1,7 +1,7 @@
 """The one evaluation: `evaluate(model, shell, data, threat, ...)`. The CLI only loads and calls it.
 
 One call runs the whole job for any model, shell and data: validation and the probe, the battery
-(base and shell on the same points), the doubled-budget rerun, the restart check, escalation, the
+(base and shell on the same points), the doubled-budget round (or the restart check), escalation, the
 Foolbox cross-check, the sanity checks, the active test, ε/δ sweeps, ground truth where the data has
 it, example panels, provenance and config binding (a store refuses a run whose model, data, threat,
 shell or battery differ from the one it holds). This module is the facade: the options live in

@@ -22,7 +22,7 @@ Indicators (per target, Pintor et al. 2022 and Carlini et al. 2019):
 - more restarts (the restart check, `robustness_eval.restart_check`) moving it by ≥ 0.5 pp,
 - a ladder still falling steeply at its end: the last adaptive attack (shell-aware, BPDA, EOT)
   that broke anything broke ≥ 5 % of the points it attacked, so more of the same would likely
-  break more (the convergence rerun's question, asked of runs without one).
+  break more (the doubled-budget round's question, asked of runs without one).
 """
 
 from __future__ import annotations
