@@ -18,13 +18,19 @@ push out of the bounds are 0. Three constructions:
   plant in a low-dimensional coordinate subspace), toward a wrong class drawn at random (the
   runner-up included), with the orthogonal construction's ramp and weak slope on those coordinates
   only. It was the held-out construction of the previous battery work (measured once, at its end).
-- decoy (held out: designed before the battery work of 2026-12-04, never used to tune it, and
-  measured once at that round's end: 34 of 57 on digits, docs/DESIGN.md; it now counts as seen): the
+- decoy (the held-out construction of the battery work of 2026-12-04, measured once at that round's
+  end: 34 of 57 on digits, docs/DESIGN.md; it now counts as seen): the
   orthogonal construction's plant, toward a wrong class w drawn at random (the runner-up included),
   behind a confident decoy on F's gradient path toward w: along d = sign ∇_x(l_w − l_y)(x), the
   true class's logit gains (and w's loses) a boost ramping from 0 at s_d = 0.5 to `DECOY_BOOST` at
   s_d = 1. The path every gradient attack toward w takes first is confidently right, so an
   evaluation that follows F's gradient sees a robust point; the plant lies off that path.
+- lure (held out: designed and committed before the battery work that followed the decoy, never used to tune
+  it, measured once at that round's end): the orthogonal construction's plant toward a wrong class w
+  drawn at random (the runner-up included), beside a lure: along a second direction v, orthogonal to
+  F's margin gradient and to the plant's Gaussian, w rises (and y falls) with `LURE_SHARE` times the
+  plant's slope and no boost. Where the decoy blocks the gradient path, the lure misleads: the weak
+  signal toward the plant is drowned by a stronger one toward a dead end.
 
 Each plant is verified (G'(x) right, G'(x') wrong) before it counts. The attacks are those whose
 breaks the verdict counts: the battery, its doubled-budget round or, without one, the restart check,
@@ -50,13 +56,14 @@ from robustness_eval.units import Context
 from robustness_eval.verify import verify
 from shells.base import Shell
 
-CONSTRUCTIONS = ("on-gradient", "orthogonal", "other-class", "subspace", "decoy")
+CONSTRUCTIONS = ("on-gradient", "orthogonal", "other-class", "subspace", "decoy", "lure")
 PLANTS = {"on-gradient": 120, "orthogonal": 60, "other-class": 60, "subspace": 60,
-          "decoy": 60}  # points per construction (at most)
-HELD_OUT = ("decoy",)  # constructions the battery was never tuned on
-RANDOM_CLASS = ("other-class", "subspace", "decoy")  # constructions whose wrong class is drawn at random
-RAMPED = ("orthogonal", "subspace", "decoy")  # constructions with the off-gradient ramp and weak slope
+          "decoy": 60, "lure": 60}  # points per construction (at most)
+HELD_OUT = ("lure",)  # constructions the battery was never tuned on
+RANDOM_CLASS = ("other-class", "subspace", "decoy", "lure")  # constructions whose wrong class is drawn at random
+RAMPED = ("orthogonal", "subspace", "decoy", "lure")  # constructions with the off-gradient ramp and weak slope
 DECOY_BOOST = 10.0  # the decoy's lift of the true class, a quarter of the plant's boost
+LURE_SHARE = 3.0  # the lure's slope as a multiple of the plant's
 SUBSPACE_SHARE = 0.25  # the share of coordinates a subspace plant uses
 OFF_GRADIENT = CONSTRUCTIONS[1:]
 PASS_SHARE = ACTIVE_PASS_SHARE
@@ -138,10 +145,9 @@ def plant(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Threat, de
         wrong = draw.argmax(1)
     grad = _margin_gradient(model, x, y, wrong)
     slope = None
-    if construction in ("orthogonal", "decoy"):  # a seeded Gaussian with its component along the gradient removed
+    if construction in ("orthogonal", "decoy", "lure"):  # a seeded Gaussian, its gradient component removed
         g = grad.flatten(1)
-        r = torch.randn(g.shape, generator=generator, device="cpu").to(g)
-        r = r - (r * g).sum(1, keepdim=True) / (g * g).sum(1, keepdim=True).clamp_min(1e-30) * g
+        r = _orthogonal(torch.randn(g.shape, generator=generator, device="cpu").to(g), g)
         direction = r.sign().view_as(x)
     elif construction == "subspace":  # random signs on a random quarter of the coordinates, 0 elsewhere
         signs = torch.randint(0, 2, grad.shape, generator=generator, device="cpu").to(grad) * 2 - 1
@@ -160,8 +166,19 @@ def plant(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Threat, de
         path = _usable(grad.sign(), x, room, threat)
         model = PlantedModel(model, Plant(x.detach(), path, wrong, y, threat.eps, room, boost=DECOY_BOOST,
                                           onset=0.5, width=0.5)).eval()
+    if construction == "lure":  # a stronger slope toward w along v ⟂ (gradient, plant), with no region behind it
+        v = _orthogonal(_orthogonal(torch.randn(g.shape, generator=generator, device="cpu").to(g), g), r)
+        lure = _usable(v.sign().view_as(x), x, room, threat)
+        lure_used = lure.flatten(1).abs().sum(1).clamp_min(1.0)
+        model = PlantedModel(model, Plant(x.detach(), lure, y, wrong, threat.eps, room, boost=0.0,
+                                          slope=LURE_SHARE * slope / used * lure_used)).eval()
     return PlantedModel(model, Plant(x.detach(), direction, y, wrong, threat.eps, room, onset=onset,
                                      width=width, slope=slope)).eval()
+
+
+def _orthogonal(r: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Each row of `r` with its component along the same row of `g` removed."""
+    return r - (r * g).sum(1, keepdim=True) / (g * g).sum(1, keepdim=True).clamp_min(1e-30) * g
 
 
 def _usable(direction: torch.Tensor, x: torch.Tensor, room: float, threat: Threat) -> torch.Tensor:

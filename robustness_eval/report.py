@@ -121,9 +121,11 @@ def _active_section(active: dict) -> Section:
         "Planted adversarial examples (after Zimmermann et al. 2022), one verified plant per point and "
         "construction: on F's gradient path toward its runner-up (on-gradient: the pass bar, ≥ 95 % found), "
         "orthogonal to that gradient with a weak slope F's own gradient swamps, toward another wrong class, "
-        "in a random quarter of the coordinates toward a random wrong class (subspace), and orthogonal behind a "
-        "decoy that makes F's gradient path toward the plant's class confidently right (decoy: held out, never "
-        f"used to choose the battery). Verdict: {active['status']}." + overstatement(active)],
+        "in a random quarter of the coordinates toward a random wrong class (subspace), orthogonal behind a "
+        "decoy that makes F's gradient path toward the plant's class confidently right (decoy), and orthogonal "
+        "beside a lure, a three times stronger slope toward the same class along another direction that leads "
+        f"nowhere (lure: held out, never used to choose the battery). Verdict: {active['status']}."
+        + overstatement(active)],
         ["construction", "plants verified", "found", "share found", "95 % interval", "found by"])
     for name, part in constructions.items():
         if "share_found" not in part:

@@ -122,6 +122,41 @@ def test_decoy_plants_lie_off_a_gradient_path_the_decoy_makes_confidently_right(
     assert pooled.abs() < 0.15
 
 
+def test_lure_plants_verify_and_their_lure_rises_three_times_as_fast_along_another_direction(setting):
+    model, _, x, y, threat = setting
+    planted = plant(model, x, y, threat, 0.1, "lure", seed=1)
+    shell = MCNShell(planted, 0.1, "linf", threat.bounds)
+    x_adv = (x + threat.eps * planted.directions.view_as(x)).clamp(0, 1)
+    check = verify(shell, x, x_adv, y, threat)
+    assert check.in_ball.all() and check.in_bounds.all() and check.success.float().mean() >= 0.8
+    lure, u = planted.model.directions.view_as(x), planted.directions.view_as(x)
+    assert torch.equal(planted.model.wrong, planted.wrong) and planted.model.boost == 0.0
+
+    def added_margin(outer, inner, z: torch.Tensor) -> torch.Tensor:  # what one layer adds to l_w − l_y
+        with torch.no_grad():
+            shift = outer(z) - inner(z)
+        return shift.gather(1, planted.wrong[:, None]).squeeze(1) - shift.gather(1, y[:, None]).squeeze(1)
+
+    step = 0.02
+    per_coordinate = {name: (added_margin(outer, inner, x + step * d) - added_margin(outer, inner, x))
+                      / (step * d.flatten(1).abs().sum(1))
+                      for name, d, outer, inner in (("lure", lure, planted.model, model),
+                                                    ("plant", u, planted, planted.model))}
+    ratio = per_coordinate["lure"] / per_coordinate["plant"]
+    assert torch.allclose(ratio, torch.full_like(ratio, 3.0), rtol=1e-3), ratio
+    # the lure is off F's gradient path and off the plant (pooled sign agreement 0 ± 0.05 by chance)
+    free = ((x >= 0.2) & (x <= 0.8)).flatten(1).float()
+    for other in (u, model_gradient_sign(model, x, y, planted.wrong)):
+        assert ((lure.flatten(1) * other.flatten(1) * free).sum() / free.sum()).abs() < 0.15
+
+
+def model_gradient_sign(model, x, y, wrong):
+    z = x.detach().requires_grad_(True)
+    logits = model(z)
+    (logits.gather(1, wrong[:, None]) - logits.gather(1, y[:, None])).sum().backward()
+    return z.grad.sign()
+
+
 def test_the_headline_says_how_much_missed_plants_can_overstate_robust_accuracy():
     from robustness_eval.report import overstatement
 
