@@ -54,8 +54,9 @@ FULL_BUDGETS = {"hsj": 500, "boundary": 500, **{a.name: 200 for a in NEVERGRAD_A
 # 5; the attacks' own defaults carry those settings, so `full` is never weaker. The other targeted forms
 # (cw-t, minmax-t, bpda-t, square-t) found nothing more here for their time and run in `full` and escalation.
 # pgd-e2e and cw-e2e-t run only on a differentiable shell (MagNet, resize-pad), where they are the attack.
+FAST_OPTIONS = {"eot": {"search_shells": False}}  # EOT runs on randomized shells only (see attacks/eot.py)
 PRESETS: dict[str, list[tuple[str, int | None, dict]]] = {
-    "fast": [(name, budget, {}) for name, budget in (
+    "fast": [(name, budget, FAST_OPTIONS.get(name, {})) for name, budget in (
         ("pgd", None), ("cw", None), ("noise", 20), ("pgd-path", None), ("pgd-path-t", None),
         ("lookahead", None), ("minmax", None), ("pgd-e2e", None), ("cw-e2e-t", None),
         ("bpda", 20), ("eot", 20), ("square", 100))],

@@ -293,3 +293,51 @@ def test_a_targeted_attack_breaks_what_the_untargeted_ones_miss():
         found = ATTACKS[targeted](**kwargs)(view, x, y, threat, seed=0)
         assert not verify(shell, x, missed.x_adv, y, threat).success.any(), untargeted
         assert verify(shell, x, found.x_adv, y, threat).success.all(), targeted
+
+
+def test_steepest_rise_keeps_each_rows_gradient_at_its_largest_one_step_rise():
+    from attacks.lookahead import SteepestRise
+
+    rise = SteepestRise()
+    losses = [torch.tensor([0.0, 0.0]), torch.tensor([1.0, 5.0]), torch.tensor([4.0, 5.5]), torch.tensor([4.5, 9.0])]
+    for step, loss in enumerate(losses):
+        rise(loss, torch.full((2, 3), float(step)))
+    # row 0 rose most (by 3) into iterate 2; row 1 (by 5) into iterate 1
+    assert torch.equal(rise.largest, torch.tensor([3.0, 5.0]))
+    assert torch.equal(rise.direction[:, 0], torch.tensor([2.0, 1.0]))
+
+
+def test_lookahead_rise_corner_finds_decoy_plants_the_projected_iterate_misses(digits, digits_adversarial):
+    """Behind a confident decoy, the climbs that reach a plant's region rarely leave a best iterate whose
+    projection the shell errs at; the corner of the steepest rise's gradient does (digits: 22 → about 50 of
+    57 plants, docs/DESIGN.md)."""
+    from attacks.lookahead import LookAhead
+    from robustness_eval.active import plant
+    from robustness_eval.runner import Run, run_battery
+    from robustness_eval.units import Context
+    from shells import MCNShell
+
+    threat = Threat("linf", 0.1)
+    x, y = digits.x_test[:30], digits.y_test[:30]
+    planted = plant(digits_adversarial, x, y, threat, 0.1, "decoy", seed=0)
+    shell = MCNShell(planted, 0.1, "linf", digits.bounds)
+    x_plant = (x + threat.eps * planted.directions.view_as(x)).clamp(0, 1)
+    valid = verify(shell, x, x, y, threat).misclassified.logical_not() & verify(shell, x, x_plant, y, threat).success
+    assert valid.sum() >= 25
+    found = {}
+    for rise in (False, True):
+        run = Run(Context(planted, shell, x[valid], y[valid], threat), targets=("shell",))
+        result = run_battery(run, [LookAhead(rise=rise, climbs=1)])
+        found[rise] = sum(p["broken_by"]["shell"] is not None for p in result.points if p["shell_correct"])
+    assert found[True] >= found[False] + 5, found
+
+
+def test_fast_preset_leaves_bpda_eot_to_full_on_search_shells_and_keeps_eot_on_randomized_ones(digits_adversarial):
+    from attacks.registry import build_battery
+    from robustness_eval.runner import skipped_attacks
+    from shells import MCNShell
+
+    shells = {"mcn": MCNShell(digits_adversarial, 0.1), "vote": VoteShell(digits_adversarial, 0.1, samples=4)}
+    skipped = {(s["target"], s["attack"]): s["reason"] for s in skipped_attacks(build_battery("fast"), shells)}
+    assert "`full` preset" in skipped[("mcn", "eot")] and ("vote", "eot") not in skipped
+    assert not [s for s in skipped_attacks(build_battery("full"), shells) if s["attack"] == "eot"]
