@@ -46,8 +46,9 @@ OBJECTIVES = ("logprob", "margin")
 
 
 class SteepestRise:
-    """An `observe` hook for `projected_ascent`: per row, the gradient at the iterate that the largest one-step
-    rise of the objective reached (where a climb entered a confident region, the direction that region rises)."""
+    """Per row, the gradient at the iterate that the largest one-step rise of the objective reached (where a climb
+    entered a confident region, the direction that region rises). Call it with each iterate's objective and
+    gradient in order; `watch` does so from inside an objective, through a hook on the iterate's gradient."""
 
     def __init__(self) -> None:
         self.previous: torch.Tensor | None = None
@@ -65,6 +66,10 @@ class SteepestRise:
                 self.direction = torch.where(higher.view(-1, *([1] * (grad.dim() - 1))), grad.detach(),
                                              self.direction)
         self.previous = loss
+
+    def watch(self, z: torch.Tensor, loss: torch.Tensor) -> None:
+        """Record `loss` at iterate `z` with z's gradient, when the ascent computes it."""
+        z.register_hook(lambda grad: self(loss.detach(), grad))
 
 
 class LookAhead(Attack):
@@ -96,8 +101,11 @@ class LookAhead(Attack):
         with torch.no_grad():
             k = view.logits(x[:1]).shape[1] - 1
         asked = k * (2 if self.rise else 1)  # candidates the shell is asked about
-        per_attempt = (budget + 1) * k * self.climbs + asked  # F's passes per climb, one shell query per candidate
-        queries = torch.full((x.shape[0],), per_attempt, dtype=torch.long, device="cpu")
+
+        def per_attempt(kind: str) -> int:  # F's passes per climb, and one shell query per candidate
+            return (budget + 1) * k * (1 if kind == "x" else self.climbs) + asked
+
+        queries = torch.full((x.shape[0],), per_attempt(kinds[0]), dtype=torch.long, device="cpu")
         for kind in kinds[1:]:  # further restarts: ODS or uniform starts, on the points not yet broken
             todo = (score <= 1.0).nonzero().squeeze(1)  # score > 1: the shell already errs there
             if not len(todo):
@@ -106,7 +114,7 @@ class LookAhead(Attack):
             better = found_score > score[todo]
             x_adv[todo[better]] = found[better]
             score[todo[better]] = found_score[better]
-            queries[todo.cpu()] += per_attempt
+            queries[todo.cpu()] += per_attempt(kind)
         return AttackOutput(x_adv, queries, {"loss": trace})
 
     def _attempt(self, view, x, y, threat: Threat, budget: int, kind: str, generator):
@@ -133,22 +141,23 @@ class LookAhead(Attack):
             logits = view.logits(z)
             logp = targeted_log_prob(logits, target)
             value = logp if self.objective == "logprob" else targeted_margin(logits, target)
+            if self.rise and z.requires_grad:
+                rise.watch(z, value)
             return value, logp.detach().exp() >= goal
 
         rise = SteepestRise()
         best, _, value, trace = projected_ascent(objective, (rows, reach), threat.norm, threat.bounds, budget,
-                                                 2.5 * reach / budget, begin, stop_at_success=not self.deep,
-                                                 observe=rise if self.rise else None)
+                                                 2.5 * reach / budget, begin, stop_at_success=not self.deep)
         per_target = torch.arange(n * k, device=x.device)
         highest = value.view(climbs, n * k).argmax(dim=0)
-        kinds = [project(best.view(climbs, n * k, *shape)[highest, per_target], center, threat.eps, threat.norm,
-                         threat.bounds)]
+        sets = [project(best.view(climbs, n * k, *shape)[highest, per_target], center, threat.eps, threat.norm,
+                        threat.bounds)]
         if rise.direction is not None:
             steepest = rise.largest.view(climbs, n * k).argmax(dim=0)
             direction = rise.direction.view(climbs, n * k, *shape)[steepest, per_target]
-            kinds.append(project(center + threat.eps * ascent_direction(direction, threat.norm), center,
-                                 threat.eps, threat.norm, threat.bounds))
-        candidates = torch.stack([c.view(n, k, *shape) for c in kinds], dim=1).flatten(1, 2)  # n × (kinds·k) × input
+            sets.append(project(center + threat.eps * ascent_direction(direction, threat.norm), center,
+                                threat.eps, threat.norm, threat.bounds))
+        candidates = torch.stack([c.view(n, k, *shape) for c in sets], dim=1).flatten(1, 2)  # n × (sets·k) × input
         probs = view.shell_probs(candidates.flatten(0, 1)).view(n, candidates.shape[1], -1)
         wrong = probs.argmax(dim=2) != y[:, None]
         # prefer a candidate the shell already gets wrong; otherwise the one with least true-class mass

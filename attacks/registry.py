@@ -50,11 +50,13 @@ FULL_BUDGETS = {"hsj": 500, "boundary": 500, **{a.name: 200 for a in NEVERGRAD_A
 # The fast preset, chosen from measurements (docs/DESIGN.md, Truth checks): transfer PGD and CW climb 100
 # steps from 5 starts each (uniform, ODS, ...), F's paths are checked on the shell from 3 starts, untargeted
 # and toward each wrong class (pgd-path-t: one more MNIST other-class plant found for ~40 s on digits),
-# look-ahead climbs the targeted margin from 6 starts and min-max goes through the shell's own searches from
-# 5; the attacks' own defaults carry those settings, so `full` is never weaker. The other targeted forms
-# (cw-t, minmax-t, bpda-t, square-t) found nothing more here for their time and run in `full` and escalation.
+# look-ahead climbs the targeted margin from 6 starts (4 climbs from each random one, the steepest rise's
+# corner beside the projected best iterate) and min-max goes through the shell's own searches from 5; the
+# attacks' own defaults carry those settings, so `full` is never weaker. The other targeted forms (cw-t,
+# minmax-t, bpda-t, square-t) found nothing more here for their time and run in `full` and escalation, and
+# so does BPDA+EOT on a deterministic search shell (EOT in `fast` runs on randomized shells only).
 # pgd-e2e and cw-e2e-t run only on a differentiable shell (MagNet, resize-pad), where they are the attack.
-FAST_OPTIONS = {"eot": {"search_shells": False}}  # EOT runs on randomized shells only (see attacks/eot.py)
+FAST_OPTIONS = {"eot": {"search_shells": False}}
 PRESETS: dict[str, list[tuple[str, int | None, dict]]] = {
     "fast": [(name, budget, FAST_OPTIONS.get(name, {})) for name, budget in (
         ("pgd", None), ("cw", None), ("noise", 20), ("pgd-path", None), ("pgd-path-t", None),

@@ -38,7 +38,6 @@ def projected_ascent(
     loss_fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
     ball: tuple[torch.Tensor, float | torch.Tensor], norm: Norm, bounds: Bounds,
     steps: int, step_size: float | torch.Tensor, start: torch.Tensor, stop_at_success: bool = True,
-    observe: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[float]]:
     """Ascend `loss_fn` from `start` inside ball = (center, radius) ∩ bounds.
 
@@ -47,8 +46,7 @@ def projected_ascent(
     iterate of the whole budget (a transfer attack climbs on past F's first error, since a barely
     misclassified point is what a search shell reverts); a row that never succeeds returns its
     highest-loss iterate. Also returns the success flag, that iterate's loss, and the mean loss
-    per step (the trace sanity checks read). `observe(loss, grad)`, when given, sees every iterate's per-row
-    loss and gradient before the step that follows it (a caller that wants more than the best iterate).
+    per step (the trace sanity checks read).
     """
     center, radius = ball
     z = project(start, center, radius, norm, bounds)
@@ -74,8 +72,5 @@ def projected_ascent(
             done = done | success
             if k == steps or (stop_at_success and bool(done.all())):
                 break
-            grad = input_gradient(loss, z)
-            if observe is not None:
-                observe(loss.detach(), grad)
-            z = project(z.detach() + step * ascent_direction(grad, norm), center, radius, norm, bounds)
+            z = ascent_step(z, loss, center, radius, norm, bounds, step)
     return best, done, best_loss, trace
