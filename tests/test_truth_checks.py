@@ -101,13 +101,20 @@ def test_off_gradient_plants_are_real_adversarial_examples_off_fs_gradient_path(
         assert (planted.wrong != on_path.wrong).all() and (planted.wrong != y).all()
 
 
+def _mostly_verified(setting, construction: str):
+    """F' of `construction` and the MCN shell around it, after checking that x + εu is a verified adversarial
+    example (in the ball, in the bounds, the shell fooled) for at least 80 % of the points."""
+    model, _, x, y, threat = setting
+    planted = plant(model, x, y, threat, 0.1, construction, seed=1)
+    shell = MCNShell(planted, 0.1, "linf", threat.bounds)
+    check = verify(shell, x, (x + threat.eps * planted.directions.view_as(x)).clamp(0, 1), y, threat)
+    assert check.in_ball.all() and check.in_bounds.all() and check.success.float().mean() >= 0.8
+    return planted, shell
+
+
 def test_decoy_plants_lie_off_a_gradient_path_the_decoy_makes_confidently_right(setting):
     model, _, x, y, threat = setting
-    planted = plant(model, x, y, threat, 0.1, "decoy", seed=1)
-    shell = MCNShell(planted, 0.1, "linf", threat.bounds)
-    x_adv = (x + threat.eps * planted.directions.view_as(x)).clamp(0, 1)
-    check = verify(shell, x, x_adv, y, threat)
-    assert check.in_ball.all() and check.in_bounds.all() and check.success.float().mean() >= 0.8
+    planted, shell = _mostly_verified(setting, "decoy")
     assert torch.equal(shell(x).argmax(1), MCNShell(model, 0.1, "linf", threat.bounds)(x).argmax(1))
     # F's gradient path toward the plant's class ends, at the ball's surface, confidently right on F'
     path = planted.model.directions.view_as(x)
@@ -123,12 +130,8 @@ def test_decoy_plants_lie_off_a_gradient_path_the_decoy_makes_confidently_right(
 
 
 def test_lure_plants_verify_and_their_lure_rises_three_times_as_fast_along_another_direction(setting):
-    model, _, x, y, threat = setting
-    planted = plant(model, x, y, threat, 0.1, "lure", seed=1)
-    shell = MCNShell(planted, 0.1, "linf", threat.bounds)
-    x_adv = (x + threat.eps * planted.directions.view_as(x)).clamp(0, 1)
-    check = verify(shell, x, x_adv, y, threat)
-    assert check.in_ball.all() and check.in_bounds.all() and check.success.float().mean() >= 0.8
+    model, _, x, y, _ = setting
+    planted, _ = _mostly_verified(setting, "lure")
     lure, u = planted.model.directions.view_as(x), planted.directions.view_as(x)
     assert torch.equal(planted.model.wrong, planted.wrong) and planted.model.boost == 0.0
 
