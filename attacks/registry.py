@@ -54,7 +54,8 @@ FULL_BUDGETS = {"hsj": 500, "boundary": 500, **{a.name: 200 for a in NEVERGRAD_A
 # corner beside the projected best iterate) and min-max goes through the shell's own searches from 5; the
 # attacks' own defaults carry those settings, so `full` is never weaker. The other targeted forms (cw-t,
 # minmax-t, bpda-t, square-t) found nothing more here for their time and run in `full` and escalation, and
-# so does BPDA+EOT on a deterministic search shell (EOT in `fast` runs on randomized shells only).
+# so does BPDA+EOT on a deterministic shell with a per-class search (MCN, NCN), where look-ahead and min-max
+# use that search; on randomized shells and search-only purifiers EOT stays in `fast`.
 # pgd-e2e and cw-e2e-t run only on a differentiable shell (MagNet, resize-pad), where they are the attack.
 FAST_OPTIONS = {"eot": {"search_shells": False}}
 PRESETS: dict[str, list[tuple[str, int | None, dict]]] = {

@@ -332,12 +332,15 @@ def test_lookahead_rise_corner_finds_decoy_plants_the_projected_iterate_misses(d
     assert found[True] >= found[False] + 5, found
 
 
-def test_fast_preset_leaves_bpda_eot_to_full_on_search_shells_and_keeps_eot_on_randomized_ones(digits_adversarial):
+def test_fast_preset_leaves_bpda_eot_to_full_on_per_class_search_shells_only(digits, digits_adversarial):
     from attacks.registry import build_battery
     from robustness_eval.runner import skipped_attacks
     from shells import MCNShell
+    from shells.jpeg import JPEGShell
 
-    shells = {"mcn": MCNShell(digits_adversarial, 0.1), "vote": VoteShell(digits_adversarial, 0.1, samples=4)}
+    shells = {"mcn": MCNShell(digits_adversarial, 0.1), "vote": VoteShell(digits_adversarial, 0.1, samples=4),
+              "jpeg": JPEGShell(digits_adversarial, bounds=digits.bounds)}
     skipped = {(s["target"], s["attack"]): s["reason"] for s in skipped_attacks(build_battery("fast"), shells)}
-    assert "`full` preset" in skipped[("mcn", "eot")] and ("vote", "eot") not in skipped
+    assert "`full` preset" in skipped[("mcn", "eot")]
+    assert ("vote", "eot") not in skipped and ("jpeg", "eot") not in skipped
     assert not [s for s in skipped_attacks(build_battery("full"), shells) if s["attack"] == "eot"]
