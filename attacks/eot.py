@@ -59,11 +59,11 @@ class EOT(Attack):
     def skip_reason(self, offered: frozenset[str]) -> str | None:
         """EOT needs the shell's random draws (`sampling`) or a deterministic `search` to pass through; with
         `search_shells=False` it leaves shells that also offer a per-class search to other attacks."""
-        if "sampling" in offered or ("search" in offered and self.search_shells):
-            return None
-        if "search" in offered and "per-class-search" not in offered:  # a purifier: BPDA+EOT is one of few
+        if "sampling" in offered:
             return None
         if "search" in offered:
+            if self.search_shells or "per-class-search" not in offered:  # a purifier: BPDA+EOT is one of few
+                return None
             return ("BPDA+EOT on a deterministic search shell runs in the `full` preset and escalation, not in "
                     "`fast`: it found nothing there that the fast preset's other attacks missed (docs/DESIGN.md)")
         return f"needs sampling or search; the target offers {', '.join(sorted(offered)) or 'nothing'}"
