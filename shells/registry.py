@@ -20,6 +20,7 @@ from robustness_eval.types import Bounds, Norm
 from shells.base import SHELL_OPTIONS, IdentityShell
 from shells.bit_depth import BitDepthShell
 from shells.defense_gan import DefenseGANShell
+from shells.diffpure import DiffPureShell
 from shells.jpeg import JPEGShell
 from shells.magnet import MagNetShell
 from shells.mcn import MCNShell
@@ -103,10 +104,18 @@ def resize_pad(model: nn.Module, bounds: Bounds = Bounds(), seed: int = 0) -> Re
     return ResizePadShell(model, bounds=bounds, seed=seed)
 
 
+def diffpure(model: nn.Module, bounds: Bounds = Bounds(), seed: int = 0, dataset=None) -> DiffPureShell:
+    """DiffPure with the zoo's diffusion model for `dataset`: diffused to t* = 10 of T = 100 (ᾱ = 0.90, the noise
+    level of Nie et al.'s t* = 0.1 on CIFAR-10), 10 reverse steps; its surrogate takes 2 (randomized,
+    differentiable)."""
+    return DiffPureShell(model, _zoo_part(dataset, "diffusion", "diffpure", "DiffPureShell"), t_star=10, steps=10,
+                         surrogate_steps=2, bounds=bounds, seed=seed)
+
+
 BUILT_IN: dict[str, Callable[..., nn.Module]] = {
     "mcn": mcn, "ncn": ncn, "vote": vote, "none": identity, "defense-gan": defense_gan,
     "defense-gan-delta": defense_gan_delta, "magnet": magnet, "jpeg": jpeg, "tvm": tvm, "bit-depth": bit_depth,
-    "resize-pad": resize_pad,
+    "resize-pad": resize_pad, "diffpure": diffpure,
 }
 
 

@@ -15,7 +15,7 @@ from shells import JPEGShell, MagNetShell, capabilities
 from shells.jpeg import jpeg_round_trip
 from shells.registry import BUILT_IN, build_shell
 
-DEFENSES = ["defense-gan", "defense-gan-delta", "magnet", "jpeg", "tvm", "bit-depth", "resize-pad"]
+DEFENSES = ["defense-gan", "defense-gan-delta", "magnet", "jpeg", "tvm", "bit-depth", "resize-pad", "diffpure"]
 SMALL = {"pgd": 5, "pgd-e2e": 5, "cw-e2e-t": 5, "bpda": 3, "eot": 3, "square": 5, "noise": 3}
 
 
@@ -78,6 +78,6 @@ def test_the_zoo_ships_the_generative_models_of_the_bundled_data_with_their_hash
     from robustness_eval.generative import shipped_generative_hash, weights_name
     from robustness_eval.zoo import SHIPPED_DIR
 
-    for kind in ("autoencoder", "vae"):
+    for kind in ("autoencoder", "vae", "diffusion"):
         assert (SHIPPED_DIR / weights_name(digits, kind, 0)).exists() and shipped_generative_hash(digits, kind)
         load_generative(digits, kind)  # raises if the shipped weights do not match their hash

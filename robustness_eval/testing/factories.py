@@ -6,10 +6,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from robustness_eval.generative import Autoencoder
+from robustness_eval.generative import Autoencoder, Denoiser
 from shells import (
     BitDepthShell,
     DefenseGANShell,
+    DiffPureShell,
     IdentityShell,
     JPEGShell,
     MagNetShell,
@@ -91,5 +92,10 @@ def resize_pad(model: nn.Module) -> ResizePadShell:
     return ResizePadShell(model, seed=0)
 
 
+def diffpure(model: nn.Module) -> DiffPureShell:
+    return DiffPureShell(model, _seeded(Denoiser((_features(model),), embedding=8, hidden=16, depth=2)), t_star=10,
+                         steps=5, seed=0)
+
+
 SHIPPED = ["mcn_linf", "mcn_l2", "ncn_bisection", "ncn_penalty", "vote", "identity", "magnet", "defense_gan",
-           "defense_gan_delta", "jpeg", "tvm", "bit_depth", "resize_pad"]
+           "defense_gan_delta", "jpeg", "tvm", "bit_depth", "resize_pad", "diffpure"]
