@@ -19,7 +19,7 @@ import torch
 from robustness_eval.norms import project
 from robustness_eval.types import AttackKind, Threat, check_positive_int
 
-VIEWS = ("base", "oracle", "shell-aware", "end-to-end")
+VIEWS = ("base", "oracle", "shell-aware", "end-to-end", "surrogate", "fixed")
 
 
 @contextlib.contextmanager
@@ -48,9 +48,10 @@ class Attack:
 
     `view` names the target view the attack receives: 'base' (white-box F), 'oracle' (the
     shell through a query-counting oracle), 'shell-aware' (F plus the shell's parameters and
-    per-class search) or 'end-to-end' (a differentiable shell's own log-probabilities, gradient
-    kept). `budget` means what the subclass's docstring says (iterations for gradient attacks,
-    oracle queries per point for black-box ones). `requires` names the shell
+    per-class search), 'end-to-end' (a differentiable shell's own log-probabilities, gradient
+    kept), 'surrogate' (the same view of the shell's attack-time surrogate) or 'fixed' (a randomized shell, or
+    its surrogate, with its randomness fixed by one seed). `budget` means what the subclass's docstring says
+    (iterations for gradient attacks, oracle queries per point for black-box ones). `requires` names the shell
     capabilities (`shells.base.CAPABILITIES`) the attack needs; the runner skips it, with the
     reason, on a target that does not offer them.
     """

@@ -28,9 +28,8 @@ from attacks.apgd import apgd_ascent
 from attacks.base import Attack, AttackOutput
 from attacks.losses import margin, targeted_margin, wrong_classes
 from attacks.starts import schedule, start
-from robustness_eval.ascent import projected_ascent
-from robustness_eval.norms import project
-from robustness_eval.types import AttackKind, Norm, Threat, check_positive_int
+from robustness_eval.ascent import projected_ascent, unrolled_ball_ascent
+from robustness_eval.types import AttackKind, Threat, check_positive_int
 
 
 class BPDA(Attack):
@@ -106,25 +105,7 @@ class UnrolledBPDA(Attack):
     requires = frozenset({"ball-ascent", "deterministic"})
 
     def _unrolled_search(self, view, z: torch.Tensor) -> torch.Tensor:
-        n, shape = z.shape[0], tuple(z.shape[1:])
-        with torch.no_grad():
-            classes = view.logits(z[:1]).shape[1]
-        center = z[:, None].expand(n, classes, *shape).reshape(n * classes, *shape)
-        target = torch.arange(classes, device=z.device).repeat(n)
-        delta, norm = view.radius, view.norm
-        step = 2.5 * delta / self.unroll
-        w = center
-        for _ in range(self.unroll):
-            logp = torch.log_softmax(view.logits(w), 1).gather(1, target[:, None]).sum()
-            (grad,) = torch.autograd.grad(logp, w, create_graph=True)
-            flat = grad.flatten(1)
-            size = flat.abs().amax(1) if norm is Norm.LINF else flat.norm(dim=1)
-            w = w + step * grad / (size.view(-1, *([1] * len(shape))) + 1e-12)
-            w = project(w, center, delta, norm, view.bounds)
-        with torch.no_grad():
-            conf = torch.softmax(view.logits(w), 1).gather(1, target[:, None]).view(n, classes)
-        winner = conf.argmax(dim=1)
-        return w.view(n, classes, *shape)[torch.arange(n, device=z.device), winner]
+        return unrolled_ball_ascent(view.logits, z, view.radius, view.norm, view.bounds, self.unroll)
 
     def _run(self, view, x, y, threat: Threat, budget: int, generator) -> AttackOutput:
         def objective(z: torch.Tensor):

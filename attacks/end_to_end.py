@@ -12,7 +12,7 @@ Wagner broke MagNet this way, 2017): BPDA's identity would throw away a gradient
 View: `end-to-end`, G's log-probabilities with their gradient; on a randomized G each evaluation
 averages G's probabilities over `draws` of the shell's randomness (EOT, Athalye et al. 2018).
 Budget: iterations per restart and target (default 100, step 2.5·ε/iterations), as for PGD; 8 draws
-per evaluation on a randomized shell. Queries: passes of G per point (each of the draws).
+per evaluation on a randomized shell (`draws`). Queries: passes of G per point (each of the draws).
 
 - ``pgd-e2e``: PGD on G with cross-entropy, 3 starts (uniform, ODS, uniform).
 - ``cw-e2e-t``: the targeted margin on G toward each of its 3 likeliest wrong classes at x.
@@ -21,7 +21,7 @@ per evaluation on a randomized shell. Queries: passes of G per point (each of th
 from __future__ import annotations
 
 from attacks.pgd import PGD
-from robustness_eval.types import AttackKind
+from robustness_eval.types import AttackKind, check_positive_int
 
 
 class EndToEndPGD(PGD):
@@ -35,8 +35,9 @@ class EndToEndPGD(PGD):
     description = "PGD through the differentiable shell end to end (EOT over its draws when randomized)"
 
     def __init__(self, budget: int = 100, restarts: int = 3, rel_step: float = 2.5, targets: int = 0,
-                 mixed: bool = True, deep: bool = True, first_restart: int = 0) -> None:
+                 mixed: bool = True, deep: bool = True, first_restart: int = 0, draws: int | None = None) -> None:
         super().__init__(budget, restarts, rel_step, targets, mixed, deep, first_restart)
+        self.draws = None if draws is None else check_positive_int(draws, "draws")
 
 
 class TargetedEndToEndCW(EndToEndPGD):
@@ -47,5 +48,5 @@ class TargetedEndToEndCW(EndToEndPGD):
     description = "targeted CW margin through the differentiable shell toward its 3 likeliest wrong classes"
 
     def __init__(self, budget: int = 100, restarts: int = 1, rel_step: float = 2.5, targets: int = 3,
-                 mixed: bool = True, deep: bool = True, first_restart: int = 0) -> None:
-        super().__init__(budget, restarts, rel_step, targets, mixed, deep, first_restart)
+                 mixed: bool = True, deep: bool = True, first_restart: int = 0, draws: int | None = None) -> None:
+        super().__init__(budget, restarts, rel_step, targets, mixed, deep, first_restart, draws)

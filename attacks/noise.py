@@ -5,7 +5,8 @@ attack that does worse than noise is broken.
 
 Threat: L∞ (uniform sign noise at the corners of the ε-box) or L2 (uniform on the ε-sphere).
 View: the shell through the query-counting oracle. Budget: draws per point (default 100), sent
-in batches of `batch` draws; a point stops at its first misclassified draw.
+in batches of `batch` draws; a point stops at its first misclassified draw. On a randomized shell each noise
+draw is judged by the mean of the oracle's averaged calls (each counted), so fewer noise draws fit the budget.
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ class RandomNoise(Attack):
         n, shape = x.shape[0], tuple(x.shape[1:])
         best = x.clone()
         found = torch.zeros(n, dtype=torch.bool, device="cpu")
-        used = 0
-        while used < budget and not bool(found.all()):
-            k = min(self.batch, budget - used)
+        while True:  # every point still unbroken has the same rows left (one budget, lock step)
             todo = (~found).nonzero().squeeze(1)
+            k = min(self.batch, int(oracle.remaining()[todo].min())) if len(todo) else 0
+            if k < 1:
+                break
             rows = x[todo].repeat_interleave(k, dim=0)
             if threat.norm is Norm.LINF:
                 signs = torch.randint(0, 2, rows.shape, generator=generator, device="cpu").to(x) * 2 - 1
@@ -54,5 +56,4 @@ class RandomNoise(Attack):
             chosen = candidates.view(-1, k, *shape)[torch.arange(len(todo), device=x.device), first]
             best[todo[hit]] = chosen[hit]
             found[todo[hit]] = True
-            used += k
         return AttackOutput(best, oracle.queries.clone())

@@ -8,6 +8,7 @@ subclass); they are listed, budgeted and run like the built-in ones.
 
 from __future__ import annotations
 
+import inspect
 from importlib.metadata import entry_points
 
 from attacks.apgd import APGD
@@ -24,8 +25,10 @@ from attacks.nevergrad_attack import NEVERGRAD_ATTACKS
 from attacks.noise import RandomNoise
 from attacks.path import GradientPath, TargetedGradientPath
 from attacks.pgd import DLR, PGD, CWMargin, MultiTargetedCW
+from attacks.rays import RayS
 from attacks.spsa import SPSA
 from attacks.square import Square, TargetedSquare
+from attacks.surrogate import FixedRandomnessPGD, SurrogatePGD
 from attacks.targeted import TargetedConfident
 from robustness_eval.types import check_positive_int
 
@@ -34,9 +37,9 @@ ENTRY_POINT_GROUP = "robustness_eval.attacks"
 ATTACKS: dict[str, type[Attack]] = {
     cls.name: cls for cls in (
         PGD, CWMargin, DLR, MultiTargetedCW, APGD, TargetedConfident, FoolboxPGD, RandomNoise, GradientPath,
-        TargetedGradientPath, LookAhead, MinMax, TargetedMinMax, EndToEndPGD, TargetedEndToEndCW,
-        BPDA, TargetedBPDA, UnrolledBPDA, BPDABase, EOT,
-        Square, TargetedSquare, SPSA, *NEVERGRAD_ATTACKS, HopSkipJump, Boundary,
+        TargetedGradientPath, LookAhead, MinMax, TargetedMinMax, EndToEndPGD, TargetedEndToEndCW, FixedRandomnessPGD,
+        BPDA, TargetedBPDA, UnrolledBPDA, BPDABase, EOT, SurrogatePGD,
+        Square, TargetedSquare, SPSA, *NEVERGRAD_ATTACKS, HopSkipJump, Boundary, RayS,
     )
 }
 
@@ -56,13 +59,17 @@ FULL_BUDGETS = {"hsj": 500, "boundary": 500, **{a.name: 200 for a in NEVERGRAD_A
 # minmax-t, bpda-t, square-t) found nothing more here for their time and run in `full` and escalation, and
 # so does BPDA+EOT on a deterministic shell with a per-class search (MCN, NCN), where look-ahead and min-max
 # use that search; on randomized shells and search-only purifiers EOT stays in `fast`.
-# pgd-e2e and cw-e2e-t run only on a differentiable shell (MagNet, resize-pad), where they are the attack.
-FAST_OPTIONS = {"eot": {"search_shells": False}}
+# pgd-e2e and cw-e2e-t run only on a differentiable shell (MagNet, resize-pad, DiffPure), where they are the attack;
+# pgd-fixed only on a randomized shell that can fix its draws and has a gradient, pgd-surrogate only where a
+# surrogate exists (DiffPure's shorter chain, a user's), and, like BPDA+EOT, not in `fast` on MCN and NCN.
+# Black-box attacks average 4 draws per row on a randomized shell (units.ORACLE_DRAWS_RANDOMIZED). RayS (hard
+# label, L∞) runs in `full` and escalation.
+FAST_OPTIONS = {"eot": {"search_shells": False}, "pgd-surrogate": {"search_shells": False}}
 PRESETS: dict[str, list[tuple[str, int | None, dict]]] = {
     "fast": [(name, budget, FAST_OPTIONS.get(name, {})) for name, budget in (
         ("pgd", None), ("cw", None), ("noise", 20), ("pgd-path", None), ("pgd-path-t", None),
-        ("lookahead", None), ("minmax", None), ("pgd-e2e", None), ("cw-e2e-t", None),
-        ("bpda", 20), ("eot", 20), ("square", 100))],
+        ("lookahead", None), ("minmax", None), ("pgd-e2e", None), ("cw-e2e-t", None), ("pgd-fixed", None),
+        ("bpda", 20), ("eot", 20), ("pgd-surrogate", None), ("square", 100))],
     "full": [(name, FULL_BUDGETS.get(name), {}) for name in ATTACKS],
 }
 
@@ -80,11 +87,11 @@ def attack_classes() -> dict[str, type[Attack]]:
 
 
 def build_battery(spec: str | list[str], budgets: dict[str, int] | None = None,
-                  budget_scale: float = 1.0) -> list[Attack]:
+                  budget_scale: float = 1.0, draws: int | None = None) -> list[Attack]:
     """Attack instances for a preset name, a comma list, or a list of names.
 
     `budgets` overrides budgets by attack name; `budget_scale` multiplies every budget (2.0 is
-    the convergence check: everything doubled).
+    the convergence check: everything doubled); `draws` sets the EOT draws of every attack that takes them.
     """
     known = attack_classes()
     if isinstance(spec, str) and spec in PRESETS:
@@ -107,5 +114,7 @@ def build_battery(spec: str | list[str], budgets: dict[str, int] | None = None,
     for name, preset_budget, options in entries:
         cls = known[name]
         budget = budgets.get(name, preset_budget or cls().budget)
+        if draws is not None and "draws" in inspect.signature(cls.__init__).parameters:
+            options = {**options, "draws": draws}
         battery.append(cls(budget=max(1, round(budget * budget_scale)), **options))
     return battery

@@ -6,7 +6,8 @@ Budget: oracle queries per point (default 1,300). Each iteration costs `samples`
 (antithetic pairs x ± σv, v Rademacher) plus one row to check the current iterate, for all
 points in one oracle call. Defaults (the reference's): perturbation σ = 0.01, Adam learning
 rate 0.01 at ε = 8/255, i.e. ε/3, scaled with ε here), 128 samples per step; the margin loss
-on log-probabilities.
+on log-probabilities. On a randomized shell each row's answer is the mean of `draws` calls (EOT, default 4),
+each counted against the budget.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ class SPSA(Attack):
     description = "SPSA gradient estimates + Adam on the shell's margin (black box)"
 
     def __init__(self, budget: int = 1300, samples: int = 128, sigma: float = 0.01,
-                 lr: float | None = None) -> None:
+                 lr: float | None = None, draws: int | None = None) -> None:
         super().__init__(budget)
+        self.draws = None if draws is None else check_positive_int(draws, "draws")
         self.samples = check_positive_int(samples, "samples") // 2 * 2 or 2
         self.sigma = sigma
         self.lr = lr

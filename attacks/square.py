@@ -7,7 +7,8 @@ L∞: the paper's vertical-stripe start and ±ε square updates, the fraction of
 starting at p = 0.05 and halved on the paper's schedule (rescaled to the budget). L2: a random
 start on the ε-sphere and square-window Gaussian updates renormalised onto the sphere (a
 simplification of the paper's mass-moving update, same random-search acceptance rule).
-Margin loss on log-probabilities; an update is kept only if it raises the margin.
+Margin loss on log-probabilities; an update is kept only if it raises the margin. On a randomized shell each
+row's answer is the mean of `draws` calls (EOT, default 4), each counted against the budget.
 `targets` = k > 0 (``square-t``, default 3): k rows per point, each ascending the targeted margin
 log G_t − max_{j≠t} log G_j toward one of the k wrong classes the shell rates likeliest at the
 start, the point's budget shared by its rows (each row's query is charged to its point); any row
@@ -23,7 +24,7 @@ from attacks.base import Attack, AttackOutput
 from attacks.blackbox import spatial_shape
 from attacks.losses import margin, targeted_margin
 from robustness_eval.norms import project
-from robustness_eval.types import AttackKind, Norm, Threat
+from robustness_eval.types import AttackKind, Norm, Threat, check_positive_int
 
 _SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
@@ -42,9 +43,10 @@ class Square(Attack):
     view = "oracle"
     description = "Square attack, random search with square updates (black box)"
 
-    def __init__(self, budget: int = 1000, p_init: float = 0.05, targets: int = 0) -> None:
+    def __init__(self, budget: int = 1000, p_init: float = 0.05, targets: int = 0, draws: int | None = None) -> None:
         super().__init__(budget)
         self.p_init = p_init
+        self.draws = None if draws is None else check_positive_int(draws, "draws")
         if isinstance(targets, bool) or not isinstance(targets, int) or targets < 0:
             raise ValueError(f"`targets` must be an integer ≥ 0 (got {targets!r})")
         self.targets = targets
@@ -92,7 +94,7 @@ class Square(Attack):
         trace = [float(loss.mean())]
         hh = torch.arange(h, device=x.device).view(1, 1, h, 1)
         ww = torch.arange(w, device=x.device).view(1, 1, 1, w)
-        iterations = max(1, budget // k)
+        iterations = max(1, budget // (k * getattr(oracle, "draws", 1)))  # a randomized shell's rows cost draws
         for it in range(1, iterations):
             todo = (~broken[owner] & (oracle.remaining()[owner] >= k)).nonzero().squeeze(1)
             if len(todo) == 0:
@@ -134,5 +136,5 @@ class TargetedSquare(Square):
     name = "square-t"
     description = "Square attack toward the shell's likeliest wrong classes, budget shared (black box)"
 
-    def __init__(self, budget: int = 1000, p_init: float = 0.05, targets: int = 3) -> None:
-        super().__init__(budget, p_init, targets)
+    def __init__(self, budget: int = 1000, p_init: float = 0.05, targets: int = 3, draws: int | None = None) -> None:
+        super().__init__(budget, p_init, targets, draws)

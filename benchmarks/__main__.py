@@ -10,12 +10,12 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import backends, blackbox_shells, peers, search_shells, shell_throughput
+from benchmarks import backends, blackbox_shells, hard_label, peers, search_shells, shell_throughput
 from benchmarks.common import machine
 from benchmarks.report import write_results
 
 SUITES = {"shell_throughput": shell_throughput.run, "peers": peers.run, "blackbox_shells": blackbox_shells.run,
-          "backends": backends.run, "search_shells": search_shells.run}
+          "backends": backends.run, "search_shells": search_shells.run, "hard_label": hard_label.run}
 
 
 def main(names: list[str]) -> int:

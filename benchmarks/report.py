@@ -169,9 +169,30 @@ def write_results(folder: Path) -> Path:
     search_shells = _load(folder, "search_shells")
     if search_shells:
         lines += _search_shell_lines(search_shells["search_shells"])
+    hard_label = _load(folder, "hard_label")
+    if hard_label:
+        lines += _hard_label_lines(hard_label)
     path = folder / "RESULTS.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _hard_label_lines(result: dict) -> list[str]:
+    lines = ["## Hard-label L∞ attacks at equal queries", "",
+             f"Digits base model F (the adversarially trained MLP), L∞ ε = {result['eps']}, {result['points']} points "
+             "F classifies correctly; both attacks see only F's labels through the counting oracle, every break "
+             "verified on F.", "", "| attack | budget per point | broken | queries used | seconds |",
+             "|---|---|---|---|---|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['attack']} | {r['budget']} | {r['broken']}/{r['points']} | {r['queries']} | "
+                     f"{r['seconds']:.1f} |")
+    for budget in dict.fromkeys(r["budget"] for r in result["rows"]):
+        found = {r["attack"]: r["broken"] for r in result["rows"] if r["budget"] == budget}
+        if "rays" in found and "hsj" in found:
+            verdict = "met" if found["rays"] >= found["hsj"] else "missed"
+            lines += ["", f"Target RayS ≥ HopSkipJump at {budget} queries: {found['rays']} vs {found['hsj']} "
+                      f"({verdict})."]
+    return [*lines, ""]
 
 
 def _backend_lines(result: dict) -> list[str]:

@@ -87,7 +87,8 @@ def prepare_evaluation(model: nn.Module, shell, data: Dataset | tuple, threat: T
     source.shell.to(device)
     undeclared = probe_shell(source.shell, model, x, classes)  # non-empty: found random, now marked so
     source.randomized, findings = bool(undeclared), findings + undeclared
-    battery = resolve_battery(options.attacks, options.budgets)  # unknown or repeated names, bad budgets
+    battery = resolve_battery(options.attacks, options.budgets, draws=options.eot_draws)  # unknown names, bad budgets
+    options = options.replace(shell_surrogate=_shell_surrogate(options, model, threat, device))
     sweep = _sweep(threat, source, options)
     points = {"dataset": data_name, "split": split, "data_hash": data_hash(x, y), "n_points_used": len(y)}
     config = configuration(points, model, source.shell, threat, sweep, battery, options)
@@ -99,7 +100,21 @@ def prepare_evaluation(model: nn.Module, shell, data: Dataset | tuple, threat: T
     for finding in findings:
         warnings.warn(finding, stacklevel=3)
     return Evaluation(model, source, x, y, threat, truth, config, battery, options.attacks, options.budgets,
-                      directory, combos, options.quiet, options.bpda, backend, findings)
+                      directory, combos, options.quiet, options.bpda, backend, findings, options.shell_surrogate)
+
+
+def _shell_surrogate(options: RunOptions, model: nn.Module, threat: Threat, device) -> nn.Module | None:
+    """The user's attack-time surrogate of the shell: the module given, or built by the factory given with the
+    shell's options (delta = ε, p, the threat's norm and bounds, the seed, `shell_options`), on the run's device."""
+    given = options.shell_surrogate
+    if given is None:
+        return None
+    if not isinstance(given, nn.Module):
+        try:
+            given = shell_source(given, model, threat, options.seed, options.shell_options).shell
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"`shell_surrogate`: {error}") from None
+    return given.to(device)
 
 
 def _sweep(threat: Threat, source: ShellSource, options: RunOptions) -> tuple[list[float], list[float]]:

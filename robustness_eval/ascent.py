@@ -74,3 +74,30 @@ def projected_ascent(
                 break
             z = ascent_step(z, loss, center, radius, norm, bounds, step)
     return best, done, best_loss, trace
+
+
+def unrolled_ball_ascent(logits: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, radius: float,
+                         norm: Norm, bounds: Bounds, unroll: int) -> torch.Tensor:
+    """A differentiable copy of MCN's per-class search: per class t, `unroll` normalised-gradient steps on
+    log softmax(logits)_t from z, projected to the `radius` ball, the graph kept (create_graph); the class
+    whose end point is most confident wins, as the shell chooses. Returns the winners' points, graph to `z`."""
+    n, shape = z.shape[0], tuple(z.shape[1:])
+    with torch.no_grad():
+        classes = logits(z[:1]).shape[1]
+    target = torch.arange(classes, device=z.device).repeat(n)
+    step = 2.5 * radius / unroll
+    with torch.enable_grad():  # the ascent needs its own gradients even when the caller computes without any
+        origin = z if z.requires_grad else z.detach().requires_grad_(True)
+        center = origin[:, None].expand(n, classes, *shape).reshape(n * classes, *shape)
+        w = center
+        for _ in range(unroll):
+            logp = torch.log_softmax(logits(w), 1).gather(1, target[:, None]).sum()
+            (grad,) = torch.autograd.grad(logp, w, create_graph=True)
+            flat = grad.flatten(1)
+            size = flat.abs().amax(1) if norm is Norm.LINF else flat.norm(dim=1)
+            w = w + step * grad / (size.view(-1, *([1] * len(shape))) + 1e-12)
+            w = project(w, center, radius, norm, bounds)
+    with torch.no_grad():
+        conf = torch.softmax(logits(w), 1).gather(1, target[:, None]).view(n, classes)
+    winner = conf.argmax(dim=1)
+    return w.view(n, classes, *shape)[torch.arange(n, device=z.device), winner]

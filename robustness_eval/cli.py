@@ -106,7 +106,7 @@ def _prepare(config: dict, out: Path, command: str, quiet: bool, explicit: set[s
     """Load what the config names and validate it all: the `Evaluation` to run (nothing written yet)."""
     from robustness_eval.api import prepare_evaluation
     from robustness_eval.config import grid, parse_budgets
-    from robustness_eval.loading import load_data, load_model, load_surrogate, shell_factory
+    from robustness_eval.loading import load_data, load_model, load_surrogate, shell_factory, shell_surrogate_factory
     from robustness_eval.options import run_keywords
     from robustness_eval.types import Threat
     from shells.registry import accepted_options
@@ -121,13 +121,14 @@ def _prepare(config: dict, out: Path, command: str, quiet: bool, explicit: set[s
                           stacklevel=2)
     model = load_model(config["model"], data, config["arch"], seed=config["seed"], quiet=quiet)
     surrogate = load_surrogate(config["bpda"], model) if config.get("bpda") else None
+    shell_surrogate = shell_surrogate_factory(config["shell_surrogate"]) if config.get("shell_surrogate") else None
     eps, delta = grid(config)
     execution = {name: getattr(args, name) for name in ("device", "backend", "ray_address", "workers")}
     return prepare_evaluation(
         model, factory, data, Threat(config["norm"], eps[0], data.bounds), **run_keywords(config), **execution,
         store_dir=out, sweep_eps=eps[1:], sweep_delta=delta[1:], budgets=parse_budgets(config["budget"]),
         shell_options={"delta": delta[0], "p": config["p"], "search_dtype": config.get("search_dtype", "float32")},
-        bpda=surrogate, quiet=quiet, call={"command": command, "cli": config})
+        bpda=surrogate, shell_surrogate=shell_surrogate, quiet=quiet, call={"command": command, "cli": config})
 
 
 def _stored_cli_config(directory: Path) -> tuple[dict, str]:

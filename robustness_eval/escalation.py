@@ -42,7 +42,9 @@ from attacks.lookahead import LookAhead
 from attacks.minmax import MinMax, TargetedMinMax
 from attacks.path import TargetedGradientPath
 from attacks.pgd import PGD, MultiTargetedCW
+from attacks.rays import RayS
 from attacks.square import Square
+from attacks.surrogate import FixedRandomnessPGD, SurrogatePGD
 from robustness_eval.ascent import input_gradient
 from robustness_eval.options import ESCALATION_CAP_SECONDS as TIME_CAP_SECONDS
 from robustness_eval.runner import Run, run_more, summarise
@@ -128,7 +130,7 @@ def indicators(results: dict, diagnostics: dict, unbounded: dict | None, target:
     return fired
 
 
-def round_attacks(target: str, shell: nn.Module, number: int, surrogate: nn.Module | None) -> list[Attack]:
+def round_attacks(target: str, offered: frozenset[str], number: int, surrogate: nn.Module | None) -> list[Attack]:
     """The attacks of round `number` (1, 2, ...) on `target`; budgets and restarts double each round.
 
     Restarts begin past the deterministic start at x (`first_restart=1`): a round's own seeds give it
@@ -141,18 +143,19 @@ def round_attacks(target: str, shell: nn.Module, number: int, surrogate: nn.Modu
                    PGD(budget=100 * scale, restarts=10 * scale, first_restart=1),
                    MultiTargetedCW(budget=100 * scale, restarts=scale, first_restart=1), Square(budget=500 * scale)]
     else:
-        offered = capabilities(shell)
         candidates = (PGD(budget=100 * scale, restarts=10 * scale, first_restart=1),
                       EndToEndPGD(budget=100 * scale, restarts=3 * scale, first_restart=1),
                       TargetedEndToEndCW(budget=100 * scale, restarts=scale, first_restart=1),
+                      FixedRandomnessPGD(budget=100 * scale, restarts=2 * scale, first_restart=1),
                       EOT(budget=40 * scale),
+                      SurrogatePGD(budget=100 * scale, restarts=2 * scale, first_restart=1, draws=8 * scale),
                       TargetedGradientPath(budget=20 * scale, restarts=scale, first_restart=1),
                       LookAhead(budget=40 * scale, restarts=6 * scale, first_restart=1),
                       MinMax(budget=20 * scale, restarts=5 * scale, first_restart=1),
                       TargetedMinMax(budget=20 * scale, restarts=scale, first_restart=1),
                       BPDA(budget=30 * scale, restarts=2 * scale, first_restart=1))
         attacks = [a for a in candidates if a.skip_reason(offered) is None]
-        attacks.append(Square(budget=500 * scale))
+        attacks += [Square(budget=500 * scale), RayS(budget=1000 * scale)]
     return [attack.renamed(attack.name + tag, target) for attack in attacks]
 
 
@@ -185,7 +188,7 @@ def escalate(result, run: Run, ran: list[Attack], unbounded: dict | None, surrog
         while fired:
             number += 1
             before = current.robust_accuracy[target]
-            attacks = round_attacks(target, shell, number, surrogate)
+            attacks = round_attacks(target, run.context.offered("shell"), number, surrogate)
             began = time.perf_counter()
             run_more(attacks, run)
             extra += attacks

@@ -204,6 +204,15 @@ def load_surrogate(spec: str, model: nn.Module) -> nn.Module:
     return eval_mode(surrogate)
 
 
+def shell_surrogate_factory(spec: str) -> Callable:
+    """`--shell-surrogate module:factory`: a factory called like a shell factory, building the shell's surrogate."""
+    factory = load_object(spec, "--shell-surrogate")
+    if not callable(factory):
+        raise ValueError(f"--shell-surrogate {spec}: not callable; name a factory(model, **options) returning a "
+                         "module with the shell's interface")
+    return factory
+
+
 def shell_factory(spec: str) -> Callable:
     """A registered shell's factory by name, or the user's `module:factory` / `file.py:factory`."""
     from shells.registry import shell_factories

@@ -106,6 +106,17 @@ def _budget_dict(value, argument: str):
     return value
 
 
+def _surrogate_or_none(value, argument: str):
+    if value is not None and not isinstance(value, nn.Module) and not callable(value):
+        raise TypeError(f"`{argument}` must be a torch.nn.Module returning the shell's probabilities with their "
+                        f"graph, or a factory(model, **shell options) building one (got {type(value).__name__})")
+    return value
+
+
+def _optional_draws(value, argument: str):
+    return None if value is None else check_positive_int(value, argument)
+
+
 def _module_or_none(value, argument: str):
     if value is not None and not isinstance(value, nn.Module):
         raise TypeError(f"`{argument}` must be a torch.nn.Module standing in for the base model "
@@ -150,6 +161,20 @@ class RunOptions:
                                    check=check_nonnegative, recorded=True)
     bpda: Any = option(None, "a differentiable stand-in for the base model (the CLI loads it from --bpda)",
                        check=_module_or_none)
+    shell_surrogate: Any = option(None, "an attack-time surrogate of the shell, for gradients only: a module with "
+                                        "the shell's interface (probabilities, graph kept) or a factory(model, "
+                                        "**shell options) building one (the CLI loads it from --shell-surrogate); "
+                                        "default: the shell's own surrogate(), if it has one",
+                                  check=_surrogate_or_none)
+    eot_draws: int | None = option(None, "draws averaged per gradient by the EOT attacks (pgd-e2e, cw-e2e-t, "
+                                         "pgd-surrogate) and per query by the black-box ones on a randomized target "
+                                         "(default: each attack's own, 8 and 4)", flag="--eot-draws", toml="count",
+                                   cli={"type": int}, check=_optional_draws, recorded=True)
+    inference_runs: int = option(10, "R: after the battery every randomized target classifies each clean and final "
+                                     "input R more times; accuracy is reported as the mean over runs, by majority "
+                                     "and worst case (right in all R); costs 2·R·n queries per randomized target "
+                                     "(default 10; 1 turns it off)", flag="--inference-runs", toml="count",
+                                 cli={"type": int}, check=check_positive_int, recorded=True)
     device: Any = option(None, "auto (CUDA when available, default), cpu, cuda or cuda:N; allowed with --resume",
                          flag="--device", binding=EXECUTION, cli={"default": "auto"})
     backend: Any = option("local", "where the battery's units run: local (this process, default) or ray (Ray "
@@ -227,6 +252,11 @@ class Inputs:
                                     "the base model, called as factory(model); the escalation's BPDA on F follows "
                                     "its gradient (default: straight-through rounding and sign)", flag="--bpda",
                               toml="string")
+    shell_surrogate: str | None = option(None, "module:factory or file.py:factory building the shell's attack-time "
+                                               "surrogate, called like a --shell factory (model, delta=, p=, norm=, "
+                                               "bounds=, seed=); gradient attacks differentiate it, breaks are "
+                                               "verified on the shell (default: the shell's own surrogate())",
+                                         flag="--shell-surrogate", toml="string")
 
 
 def spec_of(f) -> Spec:

@@ -17,6 +17,7 @@ from robustness_eval.options import RunOptions, execution_keys
 from robustness_eval.results import describe_shell
 from robustness_eval.types import Threat
 from robustness_eval.zoo import model_hash
+from shells.base import plain
 
 VOLATILE = ("call", "versions", *execution_keys())  # provenance: a resume may change device or backend
 
@@ -75,4 +76,5 @@ def configuration(points: dict, model: nn.Module, shell: nn.Module, threat: Thre
         "call": dict(options.call or {"command": "(Python API) robustness_eval.evaluate"}),
         "versions": versions(), "device": str(options.device),
         "bpda": None if options.bpda is None else model_hash(options.bpda), "backend": options.backend.name,
+        "shell_surrogate": None if options.shell_surrogate is None else plain(options.shell_surrogate),
     }

@@ -22,12 +22,11 @@ from __future__ import annotations
 from attacks.base import Attack
 from attacks.starts import continues_schedule
 from robustness_eval.runner import TARGETS, Run, run_more, summarise
-from shells.base import capabilities
 
 TAG = "@restarts"
 
 
-def restart_attacks(battery: list[Attack], shells: dict) -> list[Attack]:
+def restart_attacks(battery: list[Attack], offered: dict[str, frozenset[str]]) -> list[Attack]:
     """The check's attacks: each battery attack with ≥ 2 restarts, rebuilt with as many new ones, restricted
     to the one target it suits when it suits only one (so it is never listed as skipped)."""
     out = []
@@ -36,7 +35,7 @@ def restart_attacks(battery: list[Attack], shells: dict) -> list[Attack]:
             continue
         restarts = attack.restarts
         suits = [t for t in TARGETS if attack.only_target in (None, t)
-                 and attack.skip_reason(capabilities(shells[t])) is None]
+                 and attack.skip_reason(offered[t]) is None]
         if suits:
             again = attack.rebuilt(first_restart=attack.first_restart + restarts)
             out.append(again.renamed(attack.name + TAG, suits[0] if len(suits) == 1 else None))
@@ -48,14 +47,14 @@ def restart_check(result, run: Run, battery: list[Attack], ran: list[Attack]):
     return (the result with its rungs, the check's attacks). The record per target is
     `result.extras['restart_check']`."""
     context = run.context
-    attacks = restart_attacks(battery, context.shells)
+    attacks = restart_attacks(battery, {t: context.offered(t) for t in TARGETS})
     if attacks:
         run_more(attacks, run)
     current = summarise(run, {"main": [*ran, *attacks]}, result.config)
     current.extras = {**result.extras, **current.extras}
     record = {}
     for target in TARGETS:
-        offered = capabilities(context.shells[target])
+        offered = context.offered(target)
         names = [a.name for a in attacks if a.skip_reason(offered) is None and a.only_target in (None, target)]
         before, after = result.robust_accuracy[target], current.robust_accuracy[target]
         record[target] = {"attacks": names, "robust_accuracy_before": before, "robust_accuracy_after": after,
@@ -71,7 +70,7 @@ def record_from_doubled_round(result, run: Run, doubled: list[Attack]) -> dict:
     n = len(run.context.y)
     record = {}
     for target in TARGETS:
-        offered = capabilities(run.context.shells[target])
+        offered = run.context.offered(target)
         names = [a.name for a in doubled if continues_schedule(a) and a.skip_reason(offered) is None
                  and a.only_target in (None, target)]
         broken = sum(r["new_breaks"] for r in result.ladder(target) if r["name"] in names)

@@ -12,13 +12,17 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from robustness_eval.example_file import EXAMPLES_NAME, save_examples
 from robustness_eval.stats import statistics
-from robustness_eval.types import AttackKind, Threat, breaks_of, ladder
-from shells.base import IdentityShell, capabilities
+from robustness_eval.types import AttackKind, breaks_of, ladder
+from shells.base import capabilities
+
+if TYPE_CHECKING:
+    from robustness_eval.units import Context
 
 
 def describe_shell(shell) -> dict:
@@ -123,12 +127,14 @@ class EvaluationResult:
     escalation: list = field(default_factory=list)
 
     @classmethod
-    def from_store(cls, store, config: dict, threat: Threat, shell, labels: torch.Tensor, indices: list[int] | None,
-                   batteries: dict, input_shape: tuple[int, ...]) -> EvaluationResult:
-        """Summarise a run from its store: the ladder, the worst case per point, the views."""
+    def from_store(cls, store, config: dict, context: Context, indices: list[int] | None,
+                   batteries: dict) -> EvaluationResult:
+        """Summarise a run from its store: the ladder, the worst case per point, the views (`context`: the run's
+        shell, points, threat and what each target offers attacks)."""
+        threat, shell, labels = context.threat, context.shell, context.y
         n = len(labels)
         correct = {t: store.load_clean(t, n) for t in ("base", "shell")}
-        kinds = {"base": IdentityShell.capabilities, "shell": capabilities(shell)}
+        kinds = {target: context.offered(target) for target in ("base", "shell")}
         records, broken_by, norms = _summarise(store, "main", batteries["main"], kinds, correct, n)
         points = [PointRecord(int(indices[i]) if indices is not None else i, int(labels[i]),
                               bool(correct["base"][i]), bool(correct["shell"][i]),
@@ -154,7 +160,7 @@ class EvaluationResult:
         unsteady = {t: store.unsteady(t) for t in kinds}
         if any(unsteady.values()):
             extras["unsteady"] = {t: points for t, points in unsteady.items() if points}
-        adversarial = {t: store.adversarial("main", t, input_shape) for t in kinds}
+        adversarial = {t: store.adversarial("main", t, tuple(context.x.shape[1:])) for t in kinds}
         return cls(config, n, clean, robust, transfer, asr, tasr, retained,
                    [asdict(r) for r in records], [asdict(p) for p in points], extras=extras,
                    adversarial=adversarial)

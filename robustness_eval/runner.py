@@ -21,7 +21,6 @@ import zlib
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
 from attacks.base import Attack
@@ -35,7 +34,6 @@ from robustness_eval.store import ResultStore
 from robustness_eval.types import AttackKind, Threat
 from robustness_eval.units import Context, Unit, repeats_for, reseed_randomized
 from robustness_eval.verify import predict_labels
-from shells.base import capabilities
 
 KIND_ORDER = [AttackKind.TRANSFER, AttackKind.BASELINE, AttackKind.SHELL_AWARE, AttackKind.WHITE_BOX, AttackKind.BPDA,
               AttackKind.EOT, AttackKind.SCORE_BASED, AttackKind.DECISION_BASED]
@@ -53,18 +51,19 @@ def order_battery(battery: list[Attack]) -> list[Attack]:
     return sorted(battery, key=lambda attack: KIND_ORDER.index(attack.kind))
 
 
-def skipped_attacks(battery: list[Attack], shells: dict[str, nn.Module]) -> list[dict]:
+def skipped_attacks(battery: list[Attack], offered: dict[str, frozenset[str]]) -> list[dict]:
     """Per target, every attack of the battery that does not apply to it, and why (an attack's doubled-budget
     copy is skipped with it and not listed again)."""
     return [{"target": target, "attack": attack.name, "reason": reason}
-            for target, shell in shells.items() for attack in battery
+            for target, capabilities_offered in offered.items() for attack in battery
             if attack.only_target is None and not attack.name.endswith(DOUBLED_TAG)
-            and (reason := attack.skip_reason(capabilities(shell))) is not None]
+            and (reason := attack.skip_reason(capabilities_offered)) is not None]
 
 
 def resolve_battery(attacks: str | list[str] | list[Attack], budgets: dict[str, int] | None = None,
-                    budget_scale: float = 1.0) -> list[Attack]:
-    """Attack instances in run order from a preset, a comma list, names or instances."""
+                    budget_scale: float = 1.0, draws: int | None = None) -> list[Attack]:
+    """Attack instances in run order from a preset, a comma list, names or instances (`draws`: the EOT draws of
+    the named attacks that take them; instances keep their own)."""
     if attacks and not isinstance(attacks, str) and isinstance(attacks[0], Attack):
         scaled = []
         for attack in attacks:  # a copy keeps every other setting of the caller's instance
@@ -72,7 +71,7 @@ def resolve_battery(attacks: str | list[str] | list[Attack], budgets: dict[str, 
             attack.budget = max(1, round(attack.budget * budget_scale))
             scaled.append(attack)
         return order_battery(scaled)
-    return order_battery(build_battery(attacks, budgets, budget_scale))
+    return order_battery(build_battery(attacks, budgets, budget_scale, draws))
 
 
 @dataclass
@@ -186,9 +185,9 @@ def summarise(run: Run, batteries: dict, config: dict | None = None,
     """The result of everything in the store that `batteries` names: the ladder, the worst case per point."""
     context, store = run.context, run.store
     result = EvaluationResult.from_store(
-        store, config=dict(config or {}), threat=context.threat, shell=context.shell, labels=context.y,
-        indices=indices, batteries=batteries, input_shape=tuple(context.x.shape[1:]))
-    result.extras["skipped"] = skipped_attacks(batteries["main"], context.shells)
+        store, config=dict(config or {}), context=context,
+        indices=indices, batteries=batteries)
+    result.extras["skipped"] = skipped_attacks(batteries["main"], {t: context.offered(t) for t in context.shells})
     return result
 
 
@@ -239,7 +238,7 @@ def plan_units(attack: Attack, alive: dict[str, torch.Tensor], phase: str, seed:
 
 def _run_attack(attack: Attack, run: Run, session, correct: dict, phase: str, earlier: set[str]) -> None:
     context, store = run.context, run.store
-    applies = [t for t in run.targets if attack.skip_reason(capabilities(context.shells[t])) is None
+    applies = [t for t in run.targets if attack.skip_reason(context.offered(t)) is None
                and attack.only_target in (None, t)]
     if not applies:
         return

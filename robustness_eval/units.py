@@ -16,12 +16,14 @@ import torch
 from torch import nn
 
 from attacks.base import Attack
+from robustness_eval.modules import eval_mode
 from robustness_eval.types import Threat
 from robustness_eval.verify import predict_labels, verify
-from robustness_eval.views import BaseModelView, EndToEndView, ShellAwareView, ShellOracle
-from shells.base import IdentityShell
+from robustness_eval.views import BaseModelView, EndToEndView, FixedRandomnessView, ShellAwareView, ShellOracle
+from shells.base import IdentityShell, capabilities
 
 VERIFY_REPEATS_RANDOMIZED = 5
+ORACLE_DRAWS_RANDOMIZED = 4  # black-box attacks' EOT: calls averaged per row on a randomized shell
 
 
 def repeats_for(shell: nn.Module) -> int:
@@ -33,7 +35,9 @@ def repeats_for(shell: nn.Module) -> int:
 class Context:
     """What every unit of one battery needs: F, the shell, the points and the threat.
 
-    It goes to each worker once; `shells` holds the two targets ('base' is F as the identity shell).
+    It goes to each worker once; `shells` holds the two targets ('base' is F as the identity shell) and
+    `surrogates` the attack-time surrogate of each target that has one: `shell_surrogate` if given, else the
+    shell's own `surrogate()`.
     """
 
     model: nn.Module
@@ -41,15 +45,26 @@ class Context:
     x: torch.Tensor
     y: torch.Tensor
     threat: Threat
+    shell_surrogate: nn.Module | None = None
     shells: dict[str, nn.Module] = field(init=False)
+    surrogates: dict[str, nn.Module] = field(init=False)
 
     def __post_init__(self) -> None:
         self.shells = {"base": IdentityShell(self.model, self.threat.norm, self.threat.bounds), "shell": self.shell}
+        own = getattr(self.shell, "surrogate", None)
+        made = self.shell_surrogate if self.shell_surrogate is not None else (own() if callable(own) else None)
+        self.surrogates = {} if made is None else {"shell": eval_mode(made)}
+
+    def offered(self, target: str) -> frozenset[str]:
+        """What `target` offers attacks: its capabilities, and `surrogate` when the run has one for it."""
+        return capabilities(self.shells[target]) | ({"surrogate"} if target in self.surrogates else frozenset())
 
     def to(self, device: torch.device | str) -> Context:
         """This context with its modules and points on `device` (modules moved in place)."""
         self.model.to(device)
         self.shell.to(device)
+        for surrogate in self.surrogates.values():
+            surrogate.to(device)
         self.x, self.y = self.x.to(device), self.y.to(device)
         return self
 
@@ -78,25 +93,34 @@ class UnitResult:
 def reseed_randomized(context: Context, seed: int) -> None:
     """Restart every randomized target's generator from `seed`, so a unit's answers depend on the unit
     alone, not on which process ran it or what it ran before. A randomized shell without `reseed` draws from
-    torch's global generator, which is seeded instead."""
-    for shell in context.shells.values():
-        if getattr(shell, "randomized", False):
-            if callable(getattr(shell, "reseed", None)):
-                shell.reseed(seed)
+    torch's global generator, which is seeded instead. Surrogates are reseeded from `seed` + 1."""
+    modules = [(shell, seed) for shell in context.shells.values()]
+    modules += [(surrogate, (seed + 1) % 2**63) for surrogate in context.surrogates.values()]
+    for module, value in modules:
+        if getattr(module, "randomized", False):
+            if callable(getattr(module, "reseed", None)):
+                module.reseed(value)
             else:
-                torch.manual_seed(seed)
+                torch.manual_seed(value)
 
 
-def view_for(attack: Attack, context: Context, target: str, n: int):
-    """The access `attack` declares to `target`: F white-box, the shell as a counted oracle, shell-aware, or a
-    differentiable shell end to end."""
+def view_for(attack: Attack, context: Context, target: str, n: int, seed: int = 0):
+    """The access `attack` declares to `target`: F white-box, the shell as a counted oracle (averaging `draws`
+    calls per row on a randomized shell), shell-aware, a differentiable shell end to end, its surrogate, or the
+    shell (or its surrogate) with its randomness fixed by `seed`."""
+    shell, bounds, draws = context.shells[target], context.threat.bounds, getattr(attack, "draws", None)
     if attack.view == "base":
-        return BaseModelView(context.model, context.threat.bounds)
+        return BaseModelView(context.model, bounds)
     if attack.view == "oracle":
-        return ShellOracle(context.shells[target], n, attack.budget)
+        return ShellOracle(shell, n, attack.budget, draws or ORACLE_DRAWS_RANDOMIZED)
     if attack.view == "end-to-end":
-        return EndToEndView(context.shells[target], context.threat.bounds)
-    return ShellAwareView(context.model, context.shells[target], context.threat.bounds)
+        return EndToEndView(shell, bounds, draws)
+    if attack.view == "surrogate":
+        return EndToEndView(context.surrogates[target], bounds, draws)
+    if attack.view == "fixed":
+        differentiable = "differentiable" in capabilities(shell)
+        return FixedRandomnessView(shell if differentiable else context.surrogates[target], bounds, seed)
+    return ShellAwareView(context.model, shell, bounds)
 
 
 def execute_unit(context: Context, unit: Unit) -> UnitResult:
@@ -110,13 +134,15 @@ def execute_unit(context: Context, unit: Unit) -> UnitResult:
         crafted = {t: (out.x_adv, out.queries) for t in unit.targets}
     else:
         (target,) = unit.targets
-        view = view_for(attack, context, target, len(part))
+        view = view_for(attack, context, target, len(part), unit.seed)
         out = attack(view, x[part], y[part], threat, seed=unit.seed)
         # the oracle's own count is the honest one; white-box views report their own, end to end per draw
         queries = view.queries if isinstance(view, ShellOracle) else out.queries
         if isinstance(view, EndToEndView):
             queries = queries * view.draws
         crafted = {target: (out.x_adv, queries)}
+        if isinstance(view, FixedRandomnessView):  # verify on draws other than the attack's fixed ones
+            reseed_randomized(context, (unit.seed + 2) % 2**63)
     records = []
     for target, verified in unit.targets.items():
         if not verified:

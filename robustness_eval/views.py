@@ -6,7 +6,13 @@
 - `ShellAwareView`: F white-box plus the shell's public parameters (norm, δ, p) and its own
   per-class search, for attacks that know how the shell works (look-ahead, min-max, BPDA).
 - `EndToEndView`: a differentiable shell's own log-probabilities with their gradient (averaged
-  over `draws` of its randomness when it is randomized: EOT), for white-box attacks on G itself.
+  over `draws` of its randomness when it is randomized: EOT), for white-box attacks on G itself; the same view
+  of an attack-time surrogate gives attacks its gradients while breaks are verified on G.
+- `FixedRandomnessView`: a randomized module reseeded with one seed before every pass, so an attack climbs one
+  deterministic function.
+
+On a randomized shell the oracle can average `draws` answers per row (EOT for black-box attacks); each draw
+is one query.
 """
 
 from __future__ import annotations
@@ -36,30 +42,34 @@ class BaseModelView:
 class ShellOracle:
     """Black-box, query-counting access to a shell's probabilities.
 
-    `budget` is the number of input rows each point may query (None: unlimited, still counted).
-    A query of k rows for point i costs k queries for point i.
+    `budget` is the number of shell calls each point may make (None: unlimited, still counted). A query of k
+    rows for point i costs k·draws queries for point i: on a randomized shell every row's answer is the mean of
+    `draws` calls (EOT), each counted; a deterministic shell is asked once per row.
     """
 
-    def __init__(self, shell: nn.Module, num_points: int, budget: int | None) -> None:
+    def __init__(self, shell: nn.Module, num_points: int, budget: int | None, draws: int = 1) -> None:
         if budget is not None and budget < 1:
             raise ValueError(f"`budget` must be an integer ≥ 1 or None (got {budget!r})")
+        if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+            raise ValueError(f"`draws` must be an integer ≥ 1 (got {draws!r})")
         self._shell = shell
         self.budget = budget
         self.queries = torch.zeros(num_points, dtype=torch.long, device="cpu")
         self.randomized = bool(getattr(shell, "randomized", False))
+        self.draws = draws if self.randomized else 1
 
     def remaining(self) -> torch.Tensor:
-        """Queries each point may still make (a large number when unlimited)."""
+        """Rows each point may still query (a large number when unlimited): its queries left over `draws`."""
         if self.budget is None:
             return torch.full_like(self.queries, 2**62)
-        return self.budget - self.queries
+        return (self.budget - self.queries).div(self.draws, rounding_mode="floor")
 
     def __call__(self, x: torch.Tensor, point_index: torch.Tensor) -> torch.Tensor:
         """Probabilities G(x) for rows `x`, row i charged to point `point_index[i]`."""
         point_index = torch.as_tensor(point_index, dtype=torch.long, device="cpu").reshape(-1)
         if point_index.numel() != x.shape[0]:
             raise ValueError("`point_index` needs one entry per row of `x`")
-        cost = torch.bincount(point_index, minlength=len(self.queries))
+        cost = torch.bincount(point_index, minlength=len(self.queries)) * self.draws
         if self.budget is not None and bool(((self.queries + cost) > self.budget).any()):
             over = int(((self.queries + cost) > self.budget).nonzero()[0])
             raise BudgetExceededError(
@@ -68,7 +78,10 @@ class ShellOracle:
             )
         self.queries += cost
         with torch.no_grad():
-            return self._shell(x.detach().clone())
+            if self.draws == 1:
+                return self._shell(x.detach().clone())
+            probs = self._shell(x.detach().repeat(self.draws, *([1] * (x.dim() - 1))))  # one call, a draw per row
+        return probs.view(self.draws, x.shape[0], -1).mean(0)
 
     def labels(self, x: torch.Tensor, point_index: torch.Tensor) -> torch.Tensor:
         """The shell's decisions for rows `x` (decision-based access; same cost)."""
@@ -115,12 +128,31 @@ class EndToEndView(BaseModelView):
     EOT_DRAWS = 8
 
     def __init__(self, shell: nn.Module, bounds: Bounds, draws: int | None = None) -> None:
+        if draws is not None and (isinstance(draws, bool) or not isinstance(draws, int) or draws < 1):
+            raise ValueError(f"`draws` must be an integer ≥ 1 or None (got {draws!r})")
         super().__init__(shell, bounds)
         self.randomized = bool(getattr(shell, "randomized", False))
         self.draws = (draws or self.EOT_DRAWS) if self.randomized else 1
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        probs = self.model(x)
-        for _ in range(self.draws - 1):
-            probs = probs + self.model(x)
-        return torch.log((probs / self.draws).clamp_min(1e-30))
+        """log of G's probabilities averaged over `draws` draws, all drawn in one call on `draws` copies of the
+        batch (each row of each copy gets its own draw)."""
+        if self.draws == 1:
+            return torch.log(self.model(x).clamp_min(1e-30))
+        probs = self.model(x.repeat(self.draws, *([1] * (x.dim() - 1))))
+        return torch.log(probs.view(self.draws, x.shape[0], -1).mean(0).clamp_min(1e-30))
+
+
+class FixedRandomnessView(BaseModelView):
+    """`logits(x)` = log of a randomized module's probabilities with its generator reseeded to `seed` before every
+    pass: one fixed draw of its randomness per row, the same at every iteration (a module that cannot reseed is
+    used as it is)."""
+
+    def __init__(self, module: nn.Module, bounds: Bounds, seed: int) -> None:
+        super().__init__(module, bounds)
+        self.seed, self.randomized, self.draws = seed, False, 1
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        if callable(getattr(self.model, "reseed", None)):
+            self.model.reseed(self.seed)
+        return torch.log(self.model(x).clamp_min(1e-30))

@@ -11,7 +11,11 @@ offers is declared as *capabilities*, and attacks are matched to shells by them,
 - ``sampling``: a randomized shell exposes `sample_points(x)`, one query's random neighbours;
 - ``deterministic``: the same input always gets the same answer;
 - ``differentiable``: forward keeps the graph from x to G(x) (class attribute `differentiable`), so
-  white-box attacks run on G end to end.
+  white-box attacks run on G end to end;
+- ``surrogate``: `surrogate()` returns a module for gradients only, with G's interface (probabilities, graph
+  kept): a shorter diffusion chain, an unrolled search. Attacks differentiate it (averaging over its draws when
+  it is random); every break is verified on G itself. A user passes one for any shell with `shell_surrogate=`;
+- ``reseed``: a randomized shell whose `reseed(seed)` fixes every draw, so attacks can fix its randomness.
 
 `capabilities(shell)` derives them from what the shell implements; a shell may declare its own
 set in the class attribute `capabilities`. `rebuild(model, **options)` builds the same shell
@@ -35,7 +39,8 @@ from torch import nn
 from robustness_eval.modules import eval_mode
 from robustness_eval.types import Bounds, Norm
 
-CAPABILITIES = ("search", "per-class-search", "ball-ascent", "sampling", "deterministic", "differentiable")
+CAPABILITIES = ("search", "per-class-search", "ball-ascent", "sampling", "deterministic", "differentiable", "surrogate",
+                "reseed")
 SHELL_OPTIONS = ("delta", "p", "norm", "bounds", "seed", "search_dtype")
 
 
@@ -183,6 +188,10 @@ def capabilities(shell: nn.Module) -> frozenset[str]:
         offered.add("deterministic")
     if getattr(shell, "differentiable", False):
         offered.add("differentiable")
+    if callable(getattr(shell, "surrogate", None)):
+        offered.add("surrogate")
+    if randomized and callable(getattr(shell, "reseed", None)):
+        offered.add("reseed")
     return frozenset(offered)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from robustness_eval.ascent import ascent_step
+from robustness_eval.ascent import ascent_step, unrolled_ball_ascent
 from robustness_eval.norms import project, random_in_ball
 from robustness_eval.types import Bounds, Norm, check_nonnegative, check_positive_int
 from shells.base import Shell
@@ -54,7 +54,7 @@ class MCNShell(Shell):
     """
 
     kind = "mcn"
-    capabilities = frozenset({"search", "per-class-search", "ball-ascent", "deterministic"})
+    capabilities = frozenset({"search", "per-class-search", "ball-ascent", "deterministic", "surrogate"})
 
     def __init__(self, model: nn.Module, delta: float, norm: Norm | str = Norm.LINF,
                  bounds: Bounds = Bounds(), steps: int = 20, restarts: int = 1,
@@ -155,3 +155,21 @@ class MCNShell(Shell):
         z, conf = self.per_class_search(x)
         winner = conf.argmax(dim=1)
         return z[torch.arange(x.shape[0], device=x.device), winner]
+
+    def surrogate(self, unroll: int = 8) -> nn.Module:
+        """The attack-time surrogate: G with the search replaced by a differentiable unrolled copy of its per-class
+        ascent (`unroll` steps, the graph kept; unrolled BPDA in the gradient slot every shell may fill)."""
+        return UnrolledMCN(self, unroll)
+
+
+class UnrolledMCN(nn.Module):
+    """softmax(F(z)) at the winner of an unrolled, differentiable copy of an MCN shell's per-class search."""
+
+    def __init__(self, shell: MCNShell, unroll: int = 8) -> None:
+        super().__init__()
+        self.shell, self.unroll = shell, check_positive_int(unroll, "unroll")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shell = self.shell
+        z = unrolled_ball_ascent(shell.base_model, x, shell.radius, shell.norm, shell.bounds, self.unroll)
+        return torch.softmax(shell.base_model(z), dim=1)

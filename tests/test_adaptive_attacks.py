@@ -17,7 +17,7 @@ from robustness_eval.ascent import projected_ascent
 from robustness_eval.types import Threat
 from robustness_eval.verify import verify
 from robustness_eval.views import BaseModelView, BudgetExceededError, ShellAwareView, ShellOracle
-from shells import IdentityShell, VoteShell
+from shells import IdentityShell, VoteShell, capabilities
 from shells.base import Shell
 
 BLACK_BOX = ["square", "spsa", "ng-cma", "ng-diagonalcma", "ng-de", "ng-oneplusone",
@@ -340,6 +340,7 @@ def test_fast_preset_leaves_bpda_eot_to_full_on_per_class_search_shells_only(dig
 
     shells = {"mcn": MCNShell(digits_adversarial, 0.1), "vote": VoteShell(digits_adversarial, 0.1, samples=4),
               "jpeg": JPEGShell(digits_adversarial, bounds=digits.bounds)}
+    shells = {name: capabilities(shell) for name, shell in shells.items()}
     skipped = {(s["target"], s["attack"]): s["reason"] for s in skipped_attacks(build_battery("fast"), shells)}
     assert "`full` preset" in skipped[("mcn", "eot")]
     assert ("vote", "eot") not in skipped and ("jpeg", "eot") not in skipped

@@ -15,7 +15,7 @@ import torch
 
 import robustness_eval
 from robustness_eval.types import Threat
-from shells import MCNShell, NCNShell, VoteShell
+from shells import MCNShell, NCNShell, VoteShell, capabilities
 
 FAST_SMALL = {"pgd": 5, "cw": 5, "noise": 5, "lookahead": 5, "minmax": 4, "bpda": 3, "eot": 2, "square": 20}
 
@@ -43,17 +43,19 @@ def test_every_registered_attack_creates_nothing_on_the_default_device(digits, d
         result = robustness_eval.evaluate(
             digits_adversarial, shell, digits, Threat("linf", 0.3), attacks="full", budgets=budgets, n_points=4,
             convergence=False, crosscheck=False, sanity_checks=False)
-    end_to_end = {name for name, cls in ATTACKS.items() if "differentiable" in cls.requires}
-    assert {a["name"] for a in result.attacks if "@" not in a["name"]} == set(ATTACKS) - end_to_end
+    applies = {name for name, cls in ATTACKS.items() if cls().skip_reason(capabilities(shell)) is None}
+    assert {a["name"] for a in result.attacks if "@" not in a["name"]} == applies
     assert any(a["name"].endswith("@restarts") for a in result.attacks)  # the restart check ran on `meta` too
-    from robustness_eval.testing.factories import magnet
+    from robustness_eval.testing.factories import diffpure
 
-    reformer = magnet(digits_adversarial)
-    with torch.device("meta"):  # the end-to-end attacks, on a differentiable shell
+    rest = set(ATTACKS) - applies
+    purifier = diffpure(digits_adversarial)  # differentiable, randomized, reseedable, with a surrogate
+    assert not {name for name in rest if ATTACKS[name]().skip_reason(capabilities(purifier))}
+    with torch.device("meta"):  # the end-to-end and fixed-randomness attacks, on a differentiable random shell
         result = robustness_eval.evaluate(
-            digits_adversarial, reformer, digits, Threat("linf", 0.3), attacks=",".join(end_to_end),
+            digits_adversarial, purifier, digits, Threat("linf", 0.3), attacks=",".join(sorted(rest)),
             budgets=budgets, n_points=4, convergence=False, crosscheck=False, sanity_checks=False)
-    assert {a["name"] for a in result.attacks if "@" not in a["name"]} == end_to_end
+    assert {a["name"] for a in result.attacks if "@" not in a["name"]} == rest
 
 
 @pytest.mark.parametrize("device, message", [

@@ -214,13 +214,13 @@ def test_escalation_on_a_shell_brings_the_attacks_its_capabilities_allow(digits_
     """A differentiable randomized shell escalates with end-to-end PGD and EOT; a search shell with the
     shell-aware attacks; transfer PGD with more restarts and Square on both."""
     from robustness_eval.escalation import round_attacks
-    from shells import MCNShell
+    from shells import MCNShell, capabilities
     from shells.resize_pad import ResizePadShell
 
     resize = ResizePadShell(digits_adversarial, bounds=digits.bounds)
     mcn = MCNShell(digits_adversarial, delta=0.1, norm="linf", bounds=digits.bounds)
-    on_resize = {a.name for a in round_attacks("shell", resize, 1, None)}
-    on_mcn = {a.name for a in round_attacks("shell", mcn, 2, None)}
+    on_resize = {a.name for a in round_attacks("shell", capabilities(resize), 1, None)}
+    on_mcn = {a.name for a in round_attacks("shell", capabilities(mcn), 2, None)}
     assert {"pgd@esc1", "pgd-e2e@esc1", "cw-e2e-t@esc1", "eot@esc1", "square@esc1"} <= on_resize
     assert "minmax@esc1" not in on_resize
     assert {"pgd@esc2", "eot@esc2", "minmax@esc2", "lookahead@esc2", "square@esc2"} <= on_mcn

@@ -22,7 +22,7 @@ from robustness_eval.results import describe_shell
 from robustness_eval.shell_source import ShellSource
 from robustness_eval.store import ConfigMismatchError, compare_configs
 from robustness_eval.types import Bounds, Norm, Threat
-from robustness_eval.views import BaseModelView, EndToEndView, ShellAwareView, ShellOracle
+from robustness_eval.views import BaseModelView, EndToEndView, FixedRandomnessView, ShellAwareView, ShellOracle
 from shells import MCNShell, NCNShell, Shell, VoteShell, capabilities
 from shells.registry import BUILT_IN, build_shell, shell_factories
 
@@ -39,9 +39,9 @@ def test_the_tables_hold_every_registered_attack_and_shell_including_entry_point
 def _target_for(attack, model) -> Shell:
     """A shell offering what `attack` needs: MCN (search, per-class search, ball ascent), a vote, else a
     differentiable reformer."""
-    from robustness_eval.testing.factories import magnet
+    from robustness_eval.testing.factories import magnet, resize_pad
 
-    for shell in (MCNShell(model, 0.1, steps=2), VoteShell(model, 0.1, samples=4), magnet(model)):
+    for shell in (MCNShell(model, 0.1, steps=2), VoteShell(model, 0.1, samples=4), magnet(model), resize_pad(model)):
         if attack.skip_reason(capabilities(shell)) is None:
             return shell
     raise AssertionError(f"{attack.name} applies to neither MCN nor a vote shell")
@@ -54,6 +54,10 @@ def _view(attack, model, shell, n: int):
         return ShellOracle(shell, n, attack.budget)
     if attack.view == "end-to-end":
         return EndToEndView(shell, Bounds())
+    if attack.view == "surrogate":
+        return EndToEndView(shell.surrogate(), Bounds())
+    if attack.view == "fixed":
+        return FixedRandomnessView(shell, Bounds(), seed=0)
     return ShellAwareView(model, shell, Bounds())
 
 
@@ -101,8 +105,8 @@ def _another(name: str, value, model):
     """A valid value other than `value` for the constructor argument `name`."""
     if isinstance(value, bool):
         return not value
-    if isinstance(value, int):
-        return value + 1
+    if isinstance(value, int):  # fewer steps where more would pass a bound (DiffPure's steps ≤ t*)
+        return value - 1 if name in ("steps", "surrogate_steps") and value > 1 else value + 1
     if isinstance(value, float):
         return value / 2 if 0 < value < 1 else value * 2 + 0.1
     if isinstance(value, Norm):
