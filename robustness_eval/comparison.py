@@ -27,6 +27,7 @@ from robustness_eval.report import (
     markdown_literal,
     pct,
     record_text,
+    repeated_figures,
     still_moving,
     to_html,
     to_markdown,
@@ -186,6 +187,24 @@ def active_section(runs: list[RunSummary]) -> Section:
     return section
 
 
+def repeated_section(runs: list[RunSummary]) -> Section | None:
+    """The randomized shells' clean and robust accuracy over repeated inference, three ways; None if none has it."""
+    rows = []
+    for run in runs:
+        record = (run.results.get("extras", {}).get("repeated_inference") or {}).get("shell")
+        if record:
+            rows.append([run.label, str(record["runs"]), repeated_figures(record["clean"]),
+                         repeated_figures(record["robust"])])
+    if not rows:
+        return None
+    return Section("Randomized shells over repeated inference", [
+        "Each point's clean and final input (its verified break, or x) classified R more times after the battery "
+        "(Croce et al. 2022; DiffHammer's N-evaluation is the worst case with N = R): worst case (right in all R "
+        "runs) leads, then majority and the mean over runs. A break is verified by a majority of 5 queries, so the "
+        "majority figure can sit above the worst case over the battery."],
+        ["run", "R", "clean: worst case, majority, mean", "robust: worst case, majority, mean"], rows)
+
+
 def comparison_plot(runs: list[RunSummary], path: Path) -> Path:
     """Clean, transfer-only and worst-case robust accuracy per run, the worst case with its interval."""
     fig, ax = plt.subplots(figsize=(7, 0.4 * len(runs) + 2.0), layout="constrained")
@@ -259,6 +278,7 @@ def compare(directories: list[str | Path], out: str | Path, labels: list[str] | 
     out.mkdir(parents=True, exist_ok=True)
     plot = comparison_plot(runs, out / "compare.png")
     parts = [summary_section(runs, notes), active_section(runs),
+             *([repeated] if (repeated := repeated_section(runs)) else []),
              Section("Sources", [f"{run.label}: {run.directory}" for run in runs])]
     parts[0].images.append(("clean, transfer-only and worst-case accuracy of each shell", plot))
     write_text_atomic(out / "compare.md", to_markdown([_markdown_literal(part) for part in parts], out))

@@ -23,9 +23,10 @@ from robustness_eval.backends import LocalBackend, RayBackend
 from robustness_eval.crosscheck import pgd_crosscheck
 from robustness_eval.escalation import escalate
 from robustness_eval.provenance import VOLATILE, run_config
+from robustness_eval.repeated import repeated_inference
 from robustness_eval.restart_check import record_from_doubled_round, restart_check
 from robustness_eval.results import EvaluationResult, describe_shell
-from robustness_eval.runner import Run, attacks_run, run_battery
+from robustness_eval.runner import Run, attack_seed, attacks_run, run_battery
 from robustness_eval.shell_source import ShellSource
 from robustness_eval.store import ResultStore
 from robustness_eval.types import Threat
@@ -56,6 +57,7 @@ class Evaluation:
     surrogate: nn.Module | None = None
     backend: LocalBackend | RayBackend = field(default_factory=LocalBackend)
     findings: list[str] = field(default_factory=list)  # the probe's warnings, recorded in the result too
+    shell_surrogate: nn.Module | None = None  # the user's attack-time surrogate of the shell, if any
 
     def run(self) -> EvaluationResult:
         """Run (or resume) every combination of the sweep; return the primary result."""
@@ -90,12 +92,18 @@ def run_one(job: Evaluation, shell, threat: Threat, config: dict, directory: Pat
     try:
         store.bind_config(config, volatile=VOLATILE)
         start = time.perf_counter()
-        run = Run(Context(job.model, shell, job.x, job.y, threat), config["seed"], store, config["chunk"],
+        surrogate = job.shell_surrogate if shell is job.source.shell else None  # a sweep's rebuild has its own
+        run = Run(Context(job.model, shell, job.x, job.y, threat, surrogate), config["seed"], store, config["chunk"],
                   job.backend, job.quiet)
         convergence = primary and config["convergence"]
-        result = run_battery(run, job.attacks, job.budgets, convergence, config)
+        result = run_battery(run, job.battery, None, convergence, config)
         if primary:
             result = _checks(result, run, job, config)
+        repeated = _cached(store, "repeated_inference", lambda: repeated_inference(
+            run.context, result.adversarial, config.get("inference_runs", 1),
+            attack_seed(config["seed"], "repeated-inference")))
+        if repeated:
+            result.extras["repeated_inference"] = repeated
         if job.truth is not None:
             result.extras["ground_truth"] = ground_truth(result.adversarial, job.truth, job.y)
         for target, points in result.extras.get("unsteady", {}).items():

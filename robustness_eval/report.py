@@ -16,6 +16,7 @@ from pathlib import Path
 
 from robustness_eval.plots import LADDER_TITLE, Plots, write_plots
 from robustness_eval.stats import ACTIVE_PASS_SHARE, clopper_pearson
+from robustness_eval.types import ADAPTIVE_KINDS
 
 
 def pct(value: float | None) -> str:
@@ -82,7 +83,39 @@ def headline(results: dict) -> str:
             f"({'+' if gain >= 0 else ''}{100 * gain:.1f} pp for the shell)."
             + ("" if not (still_moving(results) or still_moving(results, "base")) else
                " \"At most\": escalation was still moving the verdict when its time cap stopped it.")
+            + repeated_headline(results.get("extras", {}).get("repeated_inference") or {})
+            + black_box_only(results)
             + overstatement(results.get("extras", {}).get("active_test") or {}))
+
+
+def repeated_figures(figures: dict) -> str:
+    """'worst case a, majority b, mean c' from a repeated-inference record's clean or robust figures."""
+    return ", ".join(f"{name.replace('_', ' ')} {pct(figures[name])}" for name in ("worst_case", "majority", "mean"))
+
+
+def repeated_headline(record: dict) -> str:
+    """The headline's sentence on the randomized targets' accuracy over R inference runs (the worst case leads)."""
+    parts = [f"{'the shell' if target == 'shell' else 'F'}: robust {pct(r['robust']['worst_case'])} (majority "
+             f"{pct(r['robust']['majority'])}, mean {pct(r['robust']['mean'])}), clean {pct(r['clean']['worst_case'])} "
+             f"(majority {pct(r['clean']['majority'])}, mean {pct(r['clean']['mean'])})"
+             for target, r in record.items()]
+    if not parts:
+        return ""
+    runs = next(iter(record.values()))["runs"]
+    return (f" Randomized, so each point's clean and final input were classified {runs} more times; the worst case "
+            f"over those runs leads (right in all {runs}: an attacker with {runs} tries), majority and mean beside it: "
+            + "; ".join(parts) + ".")
+
+
+def black_box_only(results: dict) -> str:
+    """A warning when no white-box, shell-aware, BPDA or EOT attack reached the shell: its verdict then rests on
+    transfer and black-box attacks alone."""
+    adaptive = [rung for rung in results["attacks"] if rung["target"] == "shell" and rung["kind"] in ADAPTIVE_KINDS
+                and rung["attacked"]]
+    if adaptive or results["config"].get("shell_parameters", {}).get("kind") == "none":
+        return ""
+    return (" No white-box, shell-aware, BPDA or EOT attack applied to this shell (it offers no gradient, search, "
+            "draws or surrogate): its verdict rests on transfer and black-box attacks alone.")
 
 
 def _at_most(results: dict, target: str) -> str:
@@ -205,6 +238,13 @@ def _paper_table(results: dict) -> Section:
                        ("attack success, worst case over the battery", "attack_success_rate"),
                        ("robust accuracy, worst case over the battery", "robust_accuracy")]:
         table.rows.append([label, pct(results[key]["base"]), pct(results[key]["shell"])])
+    repeated = results.get("extras", {}).get("repeated_inference") or {}
+    for key in ("clean", "robust"):
+        if repeated:
+            runs = next(iter(repeated.values()))["runs"]
+            table.rows.append([f"{key} accuracy over {runs} inference runs: worst case, majority, mean",
+                               *(repeated_figures(repeated[t][key]) if t in repeated else "deterministic"
+                                 for t in ("base", "shell"))])
     for key in ("clean_accuracy", "robust_accuracy"):
         if ci:
             table.rows.append([f"95 % Clopper–Pearson interval, {key.replace('_', ' ')}",

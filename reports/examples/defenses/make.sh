@@ -11,7 +11,7 @@
 # The per-point stores (results.sqlite, about 1 MB a run) stay out of git (.gitignore here).
 set -euo pipefail
 study=reports/examples/defenses
-shells=(mcn ncn vote jpeg bit-depth magnet tvm resize-pad defense-gan-delta defense-gan)
+shells=(mcn ncn vote jpeg bit-depth magnet tvm resize-pad diffpure defense-gan-delta defense-gan)
 for shell in "${shells[@]}"; do
   points=200
   case $shell in defense-gan*) points=50;; esac
@@ -21,7 +21,7 @@ for shell in "${shells[@]}"; do
 done
 robustness-eval compare "${shells[@]/#/$study/digits/}" --annotations "$study/literature.toml" --out "$study"
 
-mnist=(vote jpeg bit-depth magnet tvm resize-pad)
+mnist=(vote jpeg bit-depth magnet tvm resize-pad diffpure)
 for shell in "${mnist[@]}"; do
   if [ ! -f "$study/mnist/$shell/results.json" ]; then
     robustness-eval run --data mnist --eps 0.3 --delta 0.3 --n-points 150 --no-convergence --shell "$shell" \
