@@ -50,8 +50,10 @@ def evaluate(model: nn.Module, shell, data: Dataset | tuple, threat: Threat, **o
             run resumable; the same directory again resumes, another configuration is refused),
             convergence, crosscheck, sanity_checks, restart_check, escalation (all True),
             escalation_cap=600, sweep_eps=(), sweep_delta=(), budgets=None, shell_options=None,
-            chunk=None, bpda=None, device='auto', backend='local', ray_address=None, workers=None,
-            quiet=True, call=None.
+            chunk=None, bpda=None, shell_surrogate=None (a module or factory for gradients only; default the
+            shell's own `surrogate()`), eot_draws=None, inference_runs=10 (R: a randomized target's clean and
+            final inputs classified R more times, accuracy reported worst case, majority and mean),
+            device='auto', backend='local', ray_address=None, workers=None, quiet=True, call=None.
     Returns:
         An `EvaluationResult` with the results.json fields; `.to_report(dir)` writes the report.
     Raises:
