@@ -108,10 +108,10 @@ def repeated_headline(record: dict) -> str:
 
 
 def black_box_only(results: dict) -> str:
-    """A warning when no white-box, shell-aware, BPDA or EOT attack reached the shell: its verdict then rests on
-    transfer and black-box attacks alone."""
-    adaptive = [rung for rung in results["attacks"] if rung["target"] == "shell" and rung["kind"] in ADAPTIVE_KINDS
-                and rung["attacked"]]
+    """A warning when no white-box, shell-aware, BPDA or EOT attack applied to the shell (a rung exists for every
+    attack that applied, even one left no point to attack): its verdict then rests on transfer and black-box
+    attacks alone."""
+    adaptive = [rung for rung in results["attacks"] if rung["target"] == "shell" and rung["kind"] in ADAPTIVE_KINDS]
     if adaptive or results["config"].get("shell_parameters", {}).get("kind") == "none":
         return ""
     return (" No white-box, shell-aware, BPDA or EOT attack applied to this shell (it offers no gradient, search, "
