@@ -15,8 +15,10 @@ import warnings
 from torch import nn
 
 from robustness_eval.backends import RayBackend, make_backend
+from robustness_eval.cost import check_limit, estimate, seconds_per_point
 from robustness_eval.data import Dataset
 from robustness_eval.devices import default_chunk, resolve_device
+from robustness_eval.modules import borrowed
 from robustness_eval.options import RunOptions
 from robustness_eval.pipeline import Evaluation, ground_truth
 from robustness_eval.probe import probe_bpda, probe_model, probe_shell
@@ -27,7 +29,13 @@ from robustness_eval.runner import resolve_battery
 from robustness_eval.shell_source import ShellSource, bind_dataset, shell_source
 from robustness_eval.store import ResultStore
 from robustness_eval.types import Threat, check_nonnegative
-from robustness_eval.validation import check_points, select_points
+from robustness_eval.validation import (
+    battery_findings,
+    check_model_device,
+    check_points,
+    select_points,
+    threat_findings,
+)
 
 __all__ = ["Evaluation", "RunOptions", "default_chunk", "evaluate", "ground_truth", "prepare_evaluation",
            "resolve_device"]
@@ -65,10 +73,16 @@ def evaluate(model: nn.Module, shell, data: Dataset | tuple, threat: Threat, **o
 def prepare_evaluation(model: nn.Module, shell, data: Dataset | tuple, threat: Threat,
                        options: RunOptions | None = None, **keywords) -> Evaluation:
     """Validate every argument of `evaluate`, probe F and the shell, and return the `Evaluation` to run;
-    nothing is computed or written. `keywords` (a `RunOptions` field each) override `options`."""
+    nothing is computed or written, and the caller's modules are given back in the modes they came in.
+    `keywords` (a `RunOptions` field each) override `options`."""
     options = RunOptions.from_keywords(**{**(options.keywords() if options else {}), **keywords})
     if not isinstance(threat, Threat):
         raise TypeError(f"`threat` must be a robustness_eval.Threat (got {type(threat).__name__})")
+    with borrowed([model, shell, options.bpda, options.shell_surrogate]):
+        return _prepare(model, shell, data, threat, options)
+
+
+def _prepare(model: nn.Module, shell, data: Dataset | tuple, threat: Threat, options: RunOptions) -> Evaluation:
     device = resolve_device(options.device)
     backend = make_backend(options.backend, options.ray_address, options.workers, device)
     if isinstance(backend, RayBackend):
@@ -80,29 +94,35 @@ def prepare_evaluation(model: nn.Module, shell, data: Dataset | tuple, threat: T
                               chunk=options.chunk or stored_chunk(directory) or default_chunk(device))
     x, y, data_name, split, truth = select_points(data, options.n_points)
     x, y = check_points(x, y, threat)
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"`model` must be a torch.nn.Module returning logits (got {type(model).__name__})")
+    check_model_device(model)
     model.to(device)  # in place, as nn.Module.to does: the shell wraps this same object
     x, y = x.to(device).clone(), y.to(device).clone()  # the caller's tensors stay theirs
     classes, findings = probe_model(model, x, y)
     source = shell_source(bind_dataset(shell, data), model, threat, options.seed, options.shell_options)
     source.shell.to(device)
-    undeclared = probe_shell(source.shell, model, x, classes)  # non-empty: found random, now marked so
+    undeclared = probe_shell(source.shell, model, x, classes)  # non-empty: found random, marked so during the run
     source.randomized, findings = bool(undeclared), findings + undeclared
+    if source.randomized:
+        source.shell.randomized = True  # for the configuration below; given back by `borrowed`
     battery = resolve_battery(options.attacks, options.budgets, draws=options.eot_draws)  # unknown names, bad budgets
     options = options.replace(shell_surrogate=_shell_surrogate(options, model, threat, device))
     sweep = _sweep(threat, source, options)
+    findings += threat_findings(threat, sweep[1][0], x[0].numel())
+    findings += battery_findings(options.attacks, options.budgets, battery)
+    cost = estimate(battery, len(y), seconds_per_point(model, x), seconds_per_point(source.shell, x),
+                    options.convergence)
+    check_limit(cost, options.budget_limit_hours, options.budgets)
     points = {"dataset": data_name, "split": split, "data_hash": data_hash(x, y), "n_points_used": len(y)}
-    config = configuration(points, model, source.shell, threat, sweep, battery, options)
+    config = configuration(points, model, source.shell, threat, sweep, battery, options, source.factory)
     combos = [(e, d) for e in sweep[0] for d in sweep[1]]
     check_stored_config(directory, run_config(config, source.shell, *combos[0], threat))
     if options.bpda is not None:
         options.bpda.to(device)
         probe_bpda(options.bpda, model, x)
     for finding in findings:
-        warnings.warn(finding, stacklevel=3)
-    return Evaluation(model, source, x, y, threat, truth, config, battery, options.attacks, options.budgets,
-                      directory, combos, options.quiet, options.bpda, backend, findings, options.shell_surrogate)
+        warnings.warn(finding, stacklevel=4)
+    return Evaluation(model, source, x, y, threat, truth, config, battery, directory, combos, options.quiet,
+                      options.bpda, backend, findings, options.shell_surrogate, cost)
 
 
 def _shell_surrogate(options: RunOptions, model: nn.Module, threat: Threat, device) -> nn.Module | None:

@@ -19,19 +19,17 @@ import importlib.util
 import re
 import socket
 import sys
-import sysconfig
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import torch
 from torch import nn
 
+from robustness_eval.code_identity import CodeMismatchError, check_worker_identity, is_user_module, suite_identity
 from robustness_eval.units import Context, Unit, UnitResult, execute_unit
 
 BACKENDS = ("local", "ray")
-OWN_PACKAGES = ("robustness_eval", "shells", "attacks")
 _WORKER_CONTEXTS: dict[str, Context] = {}
 
 
@@ -150,6 +148,7 @@ class RayBackend:
         task = ray.remote(_execute_on_worker).options(
             num_cpus=self.threads, num_gpus=1 if gpu else 0, max_retries=self.max_retries, retry_exceptions=False)
         session = RaySession(ray, task, ray.put(payload), "cuda" if gpu else "cpu", self.threads, self.in_flight())
+        session.check_workers()
         yield session
 
 
@@ -159,7 +158,18 @@ class RaySession:
     def __init__(self, ray, task, context_ref, device: str, threads: int, in_flight: int) -> None:
         self.ray, self.task, self.context_ref = ray, task, context_ref
         self.device, self.threads, self.in_flight = device, threads, in_flight
-        self.id = uuid.uuid4().hex
+        self.id, self.identity = uuid.uuid4().hex, suite_identity()
+
+    def check_workers(self) -> None:
+        """Before any unit: workers report the suite's version and code digest; another install is refused in one
+        line (every unit checks again on the worker that runs it)."""
+        probe = self.ray.remote(_worker_identity).options(num_cpus=self.threads, num_gpus=0)
+        found = set(self.ray.get([probe.remote() for _ in range(self.in_flight)]))
+        if found != {self.identity}:
+            other = sorted(found - {self.identity})
+            raise CodeMismatchError(f"Ray workers run robustness_eval {', '.join(other)}, the driver {self.identity}: "
+                                    "install the same version of the suite on every node (or start the cluster "
+                                    "from this install)")
 
     def run(self, units: list[Unit]) -> Iterator[tuple[Unit, UnitResult]]:
         queue, pending = iter(units), {}
@@ -169,7 +179,8 @@ class RaySession:
             if unit is not None:
                 ship_code_of(unit.attack)
                 # the context travels boxed, so Ray hands the worker a reference it resolves once
-                pending[self.task.remote(self.id, [self.context_ref], unit, self.device, self.threads)] = unit
+                pending[self.task.remote(self.id, self.identity, [self.context_ref], unit, self.device,
+                                         self.threads)] = unit
 
         try:
             for _ in range(self.in_flight):
@@ -177,7 +188,10 @@ class RaySession:
             while pending:
                 (done,), _ = self.ray.wait(list(pending), num_returns=1)
                 unit = pending.pop(done)
-                result = self.ray.get(done)
+                try:
+                    result = self.ray.get(done)
+                except CodeMismatchError as error:  # Ray's task error is also an instance of the cause's type
+                    raise CodeMismatchError(str(error.cause if hasattr(error, "cause") else error)) from None
                 submit()
                 yield unit, result
         finally:
@@ -185,8 +199,16 @@ class RaySession:
                 self.ray.cancel(ref, force=True)
 
 
-def _execute_on_worker(session: str, boxed_context: list, unit: Unit, device: str, threads: int) -> UnitResult:
-    """A unit on a Ray worker: the session's context is fetched and moved to the device once per process."""
+def _worker_identity() -> str:
+    """On a worker: the suite's version and code digest there."""
+    return suite_identity()
+
+
+def _execute_on_worker(session: str, identity: str, boxed_context: list, unit: Unit, device: str,
+                       threads: int) -> UnitResult:
+    """A unit on a Ray worker whose suite code is the driver's: the session's context is fetched and moved to
+    the device once per process."""
+    check_worker_identity(identity)
     torch.set_num_threads(threads)
     context = _WORKER_CONTEXTS.get(session)
     if context is None:
@@ -210,17 +232,8 @@ def ship_code_of(obj: object) -> None:
     for item in objects:
         for part in item.modules() if isinstance(item, nn.Module) else [item]:
             module = sys.modules.get(type(part).__module__)
-            if module is not None and _is_user_module(module):
+            if module is not None and is_user_module(module):
                 cloudpickle.register_pickle_by_value(module)
-
-
-def _is_user_module(module) -> bool:
-    name, path = module.__name__, getattr(module, "__file__", None)
-    if name == "__main__" or path is None or name.split(".")[0] in OWN_PACKAGES:
-        return False  # __main__ is pickled by value anyway
-    installed = {sysconfig.get_paths()[key] for key in ("purelib", "platlib", "stdlib", "platstdlib")}
-    resolved = Path(path).resolve()
-    return not any(resolved.is_relative_to(Path(root).resolve()) for root in installed)
 
 
 def make_backend(backend: str | LocalBackend | RayBackend, ray_address: str | None = None,

@@ -7,10 +7,13 @@ Every error is one line on stderr: exit 2 when the input is rejected before any 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from robustness_eval.options import add_flags
@@ -42,8 +45,10 @@ def _parser() -> argparse.ArgumentParser:
         epilog=CODE_NOTE)
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
+    debug = argparse.ArgumentParser(add_help=False)  # --debug after the command too (`run ... --debug`)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
 
-    run = sub.add_parser("run", help="evaluate a model and its shell; write results and a report",
+    run = sub.add_parser("run", parents=[debug], help="evaluate a model and its shell; write results and a report",
                          description="Evaluate base model and shell on the same points with the "
                                      "attack battery; every break is re-verified. Every flag is "
                                      "optional; precedence: defaults < --config FILE < flags.",
@@ -55,10 +60,12 @@ def _parser() -> argparse.ArgumentParser:
                           "flags); finished work is never redone")
     add_flags(run)  # every option's flag, from robustness_eval.options
 
-    report = sub.add_parser("report", help="(re)write report.md, report.html and plots for a run directory")
+    report = sub.add_parser("report", parents=[debug],
+                            help="(re)write report.md, report.html and plots for a run directory")
     report.add_argument("directory", help="a directory written by `robustness-eval run`")
 
-    check = sub.add_parser("check-shell", help="property-test a shell: every invariant that applies to it",
+    check = sub.add_parser("check-shell", parents=[debug],
+                           help="property-test a shell: every invariant that applies to it",
                            description="Run the Hypothesis invariants on factory(model) -> shell and print "
                                        "a table; exits 1 if any invariant fails, 2 if the factory cannot be "
                                        "loaded.", epilog=CODE_NOTE)
@@ -70,10 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--data", default=None, help="draw inputs of this bundled data set's shape and bounds "
                                                     "(digits, mnist, synthetic)")
 
-    _add_compare(sub)
-    sub.add_parser("attacks", help="list attacks, their kinds and default budgets, and the presets")
+    _add_compare(sub, debug)
+    sub.add_parser("attacks", parents=[debug], help="list attacks, their kinds and default budgets, and the presets")
 
-    train = sub.add_parser("train", help="train (or load) a zoo model; say whether it matches the shipped weights")
+    train = sub.add_parser("train", parents=[debug],
+                           help="train (or load) a zoo model; say whether it matches the shipped weights")
     train.add_argument("--data", "--dataset", dest="data", default="digits", help="digits, mnist or synthetic")
     train.add_argument("--data-dir", default=None, help="directory with MNIST-layout IDX files")
     train.add_argument("--model", default="adversarial", help="adversarial or standard")
@@ -82,10 +90,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_compare(sub) -> None:
+def _add_compare(sub, debug: argparse.ArgumentParser) -> None:
     """The `compare` subcommand's flags."""
     comparison = sub.add_parser(
-        "compare", help="several finished runs side by side: one table and one plot (Markdown and HTML)",
+        "compare", parents=[debug],
+        help="several finished runs side by side: one table and one plot (Markdown and HTML)",
         description="Read each directory's results.json and write compare.md, compare.html and compare.png: "
                     "clean, transfer-only and worst-case robust accuracy with intervals, the attack with most "
                     "breaks, the active test's found shares and caveat. Runs under different threats are refused "
@@ -123,12 +132,14 @@ def _prepare(config: dict, out: Path, command: str, quiet: bool, explicit: set[s
     surrogate = load_surrogate(config["bpda"], model) if config.get("bpda") else None
     shell_surrogate = shell_surrogate_factory(config["shell_surrogate"]) if config.get("shell_surrogate") else None
     eps, delta = grid(config)
-    execution = {name: getattr(args, name) for name in ("device", "backend", "ray_address", "workers")}
+    execution = {name: getattr(args, name) for name in ("device", "backend", "ray_address", "workers",
+                                                          "budget_limit_hours")}
     return prepare_evaluation(
         model, factory, data, Threat(config["norm"], eps[0], data.bounds), **run_keywords(config), **execution,
         store_dir=out, sweep_eps=eps[1:], sweep_delta=delta[1:], budgets=parse_budgets(config["budget"]),
         shell_options={"delta": delta[0], "p": config["p"], "search_dtype": config.get("search_dtype", "float32")},
-        bpda=surrogate, shell_surrogate=shell_surrogate, quiet=quiet, call={"command": command, "cli": config})
+        bpda=surrogate, shell_surrogate=shell_surrogate, quiet=quiet,
+        call={"command": command, "cli": config, "cwd": os.getcwd()})
 
 
 def _stored_cli_config(directory: Path) -> tuple[dict, str]:
@@ -145,12 +156,33 @@ def _stored_cli_config(directory: Path) -> tuple[dict, str]:
     if "cli" not in call:
         raise ValueError(f"--resume {directory}: the store holds no run started by `robustness-eval run`; "
                          "resume an API run by calling evaluate() again with the same store_dir")
-    return call["cli"], call["command"]
+    return call["cli"], call["command"], call.get("cwd")
+
+
+@contextmanager
+def _started_in(directory: str | None, quiet: bool) -> Iterator[None]:
+    """Run a resume in the directory its run was started from, so the relative paths it recorded (data, model,
+    shell files) name the same files; back where it was afterwards."""
+    here = os.getcwd()
+    if directory is None or directory == here:
+        yield
+        return
+    if not Path(directory).is_dir():
+        warnings.warn(f"the run was started in {directory}, which no longer exists; its relative paths are read "
+                      f"from {here}", stacklevel=3)
+        yield
+        return
+    if not quiet:
+        print(f"resuming in {directory}, where the run was started (its relative paths are read from there)")
+    os.chdir(directory)
+    try:
+        yield
+    finally:
+        os.chdir(here)
 
 
 def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     from robustness_eval.config import FLAGS, KEYS, load_toml, resolve, run_name
-    from robustness_eval.report import write_report
 
     explicit = {k: getattr(args, k) for k in KEYS if getattr(args, k, None) is not None}
     if args.resume:
@@ -160,12 +192,20 @@ def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
             raise ValueError(f"--resume takes no configuration flags (got {', '.join(given)}); it continues the "
                              "run with its stored configuration (execution flags --device, --backend, --ray-address, "
                              "--workers, --quiet, --debug are fine)")
-        out = Path(args.resume)
-        config, command = _stored_cli_config(out)
+        out = Path(args.resume).resolve()
+        config, command, started_in = _stored_cli_config(out)
     else:
         config = resolve(explicit, load_toml(args.config) if args.config else None)
         out = Path(args.out) if args.out else Path("reports") / run_name(config)
-        command = "robustness-eval " + shlex.join(argv)
+        command, started_in = "robustness-eval " + shlex.join(argv), None
+    with _started_in(started_in, args.quiet):
+        return _run_and_report(config, out, command, explicit, args)
+
+
+def _run_and_report(config: dict, out: Path, command: str, explicit: dict, args: argparse.Namespace) -> int:
+    from robustness_eval.config import run_name
+    from robustness_eval.report import write_report
+
     evaluation = _prepare(config, out, command, args.quiet, set(explicit), args)
     if not args.quiet:
         print(f"{run_name(config)} -> {out}", flush=True)
@@ -214,8 +254,9 @@ def _summary(results: dict) -> None:
 def cmd_check_shell(args: argparse.Namespace, _: list[str]) -> int:
     from robustness_eval.testing.kit import check_shell, format_table, input_space, load_factory
 
-    factory = load_factory(args.factory)  # exit 2 when it cannot be imported
-    verdicts = check_shell(factory, args.profile, input_space(args.input_shape, args.data))
+    space = input_space(args.input_shape, args.data)
+    factory = load_factory(args.factory, space)  # called as `run` calls it; exit 2 when it cannot be imported
+    verdicts = check_shell(factory, args.profile, space)
     print(format_table(verdicts))
     return 1 if any(v.status == "fail" for v in verdicts) else 0
 
@@ -286,6 +327,12 @@ def _dispatch(command, args: argparse.Namespace, argv: list[str]) -> int:
         if args.debug:
             raise
         print(f"robustness-eval: error: {error}", file=sys.stderr)
+        return 1
+    except SystemExit as error:  # argparse exits before this; here it is user code (a factory, a model, a shell)
+        if args.debug:
+            raise
+        print(f"robustness-eval: error: user code called sys.exit({error.code!r}) during `{args.command}`; a "
+              "model, shell or data factory must raise an exception (or return) instead of exiting", file=sys.stderr)
         return 1
     except Exception as error:  # every other error was raised before any work: bad input
         if args.debug:

@@ -263,6 +263,11 @@ def compare(directories: list[str | Path], out: str | Path, labels: list[str] | 
         raise ValueError(f"compare needs two or more run directories (got {len(directories)})")
     if labels is not None and len(labels) != len(directories):
         raise ValueError(f"labels: pass one per directory ({len(directories)}), got {len(labels)}")
+    seen = Counter(Path(d).resolve() for d in directories)
+    for directory, count in seen.items():
+        if count > 1:
+            warnings.warn(f"{directory} is compared with itself ({count} times): its rows are the same run",
+                          stacklevel=2)
     runs = [load_run(d, None if labels is None else labels[i]) for i, d in enumerate(directories)]
     duplicate = [label for label, n in Counter(run.label for run in runs).items() if n > 1]
     if duplicate:

@@ -59,7 +59,14 @@ def load_toml(path: str | Path) -> dict:
         data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"--config {path} is not valid TOML: {error}") from None
-    data = {ALIASES.get(k.replace("-", "_"), k.replace("-", "_")): v for k, v in data.items()}
+    named = {}
+    for key in data:
+        canonical = ALIASES.get(key.replace("-", "_"), key.replace("-", "_"))
+        if canonical in named:
+            raise ValueError(f"--config {path} sets `{canonical}` twice (as `{named[canonical]}` and `{key}`, an "
+                             "alias or another spelling of it); keep one")
+        named[canonical] = key
+    data = {canonical: data[key] for canonical, key in named.items()}
     unknown = sorted(set(data) - set(KEYS))
     if unknown:
         raise ValueError(f"unknown config key(s) {', '.join(unknown)} in {path}; valid keys: {', '.join(KEYS)}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import logging
 import os
 import sys
 import zipfile
@@ -57,6 +58,9 @@ def load_object(spec: str, flag: str):
             sys.path.insert(0, os.getcwd())
         try:
             module = importlib.import_module(target)
+        except SystemExit:
+            raise ValueError(f"{flag} {spec}: importing {target!r} called sys.exit(); a module named as a factory "
+                             "must import without exiting") from None
         except ImportError as error:
             raise ValueError(f"{flag} {spec}: cannot import {target!r} ({error})") from None
     found = getattr(module, attribute, None)
@@ -67,7 +71,10 @@ def load_object(spec: str, flag: str):
 
 def _import_file(path: Path, flag: str):
     if not path.is_file():
-        raise FileNotFoundError(f"{flag} {path} does not exist")
+        raise FileNotFoundError(f"{flag} {path} does not exist (looked in {Path.cwd()})")
+    if path.suffix != ".py":
+        raise ValueError(f"{flag} {path}: a factory file must be Python source ending in .py (got {path.name!r}); "
+                         "rename it, or name an importable module as module:factory")
     resolved = path.resolve()
     name = f"robustness_eval_user.{resolved.stem}"
     loaded = sys.modules.get(name)
@@ -78,7 +85,7 @@ def _import_file(path: Path, flag: str):
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as error:
+    except (Exception, SystemExit) as error:  # a script's sys.exit() at import is a failure to load, not an exit
         del sys.modules[name]
         raise ValueError(f"{flag} {path}: importing it raised {type(error).__name__}: {error}") from None
     return module
@@ -95,7 +102,7 @@ def _call_with_known(factory: Callable, flag: str, known: dict):
         kwargs = {}
     try:
         return factory(**kwargs)
-    except Exception as error:
+    except (Exception, SystemExit) as error:
         raise ValueError(f"{flag}: the factory raised {type(error).__name__}: {error}") from None
 
 
@@ -162,10 +169,7 @@ def _load_model_file(path: Path, arch: str | None, known: dict) -> nn.Module:
                              "architecture these weights were saved from") from None
         return model
     if path.suffix == ".pt2":
-        try:
-            return torch.export.load(str(path)).module()
-        except Exception as error:
-            raise ValueError(f"--model {path}: not a torch.export program ({type(error).__name__}: {error})") from None
+        return _load_export(path)
     if not zipfile.is_zipfile(path):
         raise ValueError(f"--model {path}: not a TorchScript archive; for a weights file add --arch module:factory")
     try:
@@ -173,6 +177,23 @@ def _load_model_file(path: Path, arch: str | None, known: dict) -> nn.Module:
     except Exception:
         raise ValueError(f"--model {path}: not a TorchScript program; for a state dict (weights) add "
                          "--arch module:factory naming the architecture") from None
+
+
+def _load_export(path: Path) -> nn.Module:
+    """A `torch.export` program's module; anything else is one line (torch's own logged traceback held back)."""
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"--model {path}: not a torch.export program (not a zip archive); save one with "
+                         "torch.export.save(torch.export.export(model, (x,)), 'model.pt2')")
+    logger = logging.getLogger("torch.export")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        return torch.export.load(str(path)).module()
+    except Exception as error:
+        raise ValueError(f"--model {path}: not a torch.export program ({type(error).__name__}: "
+                         f"{str(error).splitlines()[0] if str(error) else ''})") from None
+    finally:
+        logger.setLevel(level)
 
 
 def _read_weights(path: Path) -> dict:
@@ -197,7 +218,7 @@ def load_surrogate(spec: str, model: nn.Module) -> nn.Module:
         raise ValueError(f"--bpda {spec}: not callable; name a factory(model) returning a module")
     try:
         surrogate = factory(model)
-    except Exception as error:
+    except (Exception, SystemExit) as error:
         raise ValueError(f"--bpda {spec}: the factory raised {type(error).__name__}: {error}") from None
     if not isinstance(surrogate, nn.Module):
         raise ValueError(f"--bpda {spec}: expected a torch.nn.Module, got {type(surrogate).__name__}")

@@ -20,6 +20,7 @@ from typing import Any
 
 from torch import nn
 
+from robustness_eval.cost import DEFAULT_LIMIT_HOURS
 from robustness_eval.types import check_nonnegative, check_positive_int, check_seed
 
 CONFIG, EXECUTION = "config", "execution"
@@ -175,6 +176,11 @@ class RunOptions:
                                      "and worst case (right in all R); costs 2·R·n queries per randomized target "
                                      "(default 10; 1 turns it off)", flag="--inference-runs", toml="count",
                                  cli={"type": int}, check=check_positive_int, recorded=True)
+    budget_limit_hours: float = option(DEFAULT_LIMIT_HOURS, "refuse, before any work, a battery whose estimated cost "
+                                                           "(each attack's queries × one query's measured seconds × "
+                                                           "points) exceeds this many hours (default 24; 0: no limit); "
+                                                           "allowed with --resume", flag="--budget-limit-hours",
+                                       binding=EXECUTION, cli={"type": float}, check=check_nonnegative)
     device: Any = option(None, "auto (CUDA when available, default), cpu, cuda or cuda:N; allowed with --resume",
                          flag="--device", binding=EXECUTION, cli={"default": "auto"})
     backend: Any = option("local", "where the battery's units run: local (this process, default) or ray (Ray "

@@ -20,8 +20,10 @@ from attacks.base import Attack
 from robustness_eval import sanity
 from robustness_eval.active import PLANTS, active_test, caveat
 from robustness_eval.backends import LocalBackend, RayBackend
+from robustness_eval.cost import CostEstimate
 from robustness_eval.crosscheck import pgd_crosscheck
 from robustness_eval.escalation import escalate
+from robustness_eval.modules import borrowed, eval_mode
 from robustness_eval.provenance import VOLATILE, run_config
 from robustness_eval.repeated import repeated_inference
 from robustness_eval.restart_check import record_from_doubled_round, restart_check
@@ -49,8 +51,6 @@ class Evaluation:
     truth: Callable | None
     config: dict
     battery: list[Attack]
-    attacks: str | list
-    budgets: dict | None
     store_dir: Path | None
     combos: list[tuple[float, float]]
     quiet: bool
@@ -58,9 +58,19 @@ class Evaluation:
     backend: LocalBackend | RayBackend = field(default_factory=LocalBackend)
     findings: list[str] = field(default_factory=list)  # the probe's warnings, recorded in the result too
     shell_surrogate: nn.Module | None = None  # the user's attack-time surrogate of the shell, if any
+    cost: CostEstimate | None = None  # the battery's estimated cost, shown before it starts
 
     def run(self) -> EvaluationResult:
-        """Run (or resume) every combination of the sweep; return the primary result."""
+        """Run (or resume) every combination of the sweep; return the primary result. The caller's modules are
+        given back in the modes they came in (a shell found random is marked so only while it runs)."""
+        modules = [self.model, self.source.shell, self.surrogate, self.shell_surrogate]
+        with borrowed(modules, self.source.shell if self.source.randomized else None):
+            eval_mode(self.model)
+            return self._run_all()
+
+    def _run_all(self) -> EvaluationResult:
+        if not self.quiet and self.cost is not None:
+            print(f"estimated cost: {self.cost.describe()}", flush=True)
         results = []
         primary_delta = self.combos[0][1]
         for position, (eps, delta) in enumerate(self.combos):
@@ -116,6 +126,7 @@ def run_one(job: Evaluation, shell, threat: Threat, config: dict, directory: Pat
         result.examples = example_panels(job.model, shell, job.x, job.y, result.adversarial.get("shell", {}))
         result.extras["seconds"] = time.perf_counter() - start
         if directory is not None:
+            result.store_digest = store.digest()
             result.save(directory)
         return result
     finally:

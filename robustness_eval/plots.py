@@ -20,6 +20,8 @@ from robustness_eval.store import DB_NAME, ResultStore
 from robustness_eval.types import BLACK_BOX_KINDS
 
 LADDER_TITLE = "the ladder: robust accuracy after each attack"
+PLOT_FILES = ("ladder.png", "sweep-eps.png", "sweep-delta.png", "success-vs-queries.png", "perturbation-norms.png",
+              "examples.png")  # every file write_plots may write
 
 
 @dataclass
@@ -34,8 +36,8 @@ def write_plots(results: dict, directory: Path) -> Plots:
     """Every plot the results support, written under directory/plots."""
     folder = directory / "plots"
     folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob("*.png"):  # a redrawn report keeps no plot its results no longer support
-        stale.unlink()
+    for name in PLOT_FILES:  # a redrawn report keeps no plot its results no longer support; nothing else is touched
+        (folder / name).unlink(missing_ok=True)
     plots = Plots()
     if results["attacks"]:
         plots.images[LADDER_TITLE] = _ladder_plot(results, folder / "ladder.png")

@@ -68,19 +68,22 @@ def probe_model(model, x: torch.Tensor, y: torch.Tensor) -> tuple[int, list[str]
     if not isinstance(model, nn.Module):
         raise TypeError(f"`model` must be a torch.nn.Module returning logits (got {type(model).__name__})")
     if model.training and not isinstance(model, torch.fx.GraphModule):
-        warnings.warn("`model` was in training mode; evaluate() switched it to eval mode (model.eval())",
-                      stacklevel=3)
+        warnings.warn("`model` was in training mode; evaluate() runs it in eval mode (model.eval()) and gives it "
+                      "back in training mode", stacklevel=3)
         eval_mode(model)
     dtypes = {p.dtype for p in model.parameters() if torch.is_floating_point(p)}
+    wanted = sorted(map(str, dtypes))
     if dtypes & {torch.float16, torch.bfloat16}:
         raise ValueError(f"`model` computes in {sorted(map(str, dtypes))}: the attacks' steps and the 1e-5 "
                          "verification tolerance need float32 or float64; pass model.float()")
     if dtypes and x.dtype not in dtypes:
-        raise ValueError(f"`x` holds {x.dtype} but `model` computes in {sorted(map(str, dtypes))}; "
-                         f"pass x.to({sorted(map(str, dtypes))[0]}) (or convert the model)")
-    classes, last = None, None
+        raise ValueError(f"`x` holds {x.dtype} but `model` computes in {wanted}; convert the model to the data's "
+                         f"dtype (model.to({x.dtype}), e.g. in your --model factory) or the data to the model's "
+                         f"(x.to({wanted[0]}) in Python; an .npz saved as {wanted[0].removeprefix('torch.')})")
+    classes, last, firsts = None, None, []
     for batch in probe_batches(x):
         out = _call(model, batch, "model", "a model")
+        firsts.append((len(batch), out[:1]))
         if out.dim() != 2 or out.shape[0] != len(batch) or (classes is not None and out.shape[1] != classes):
             raise ValueError(f"`model` must return logits of shape (batch, classes); for {len(batch)} input(s) it "
                              f"returned shape {tuple(out.shape)}")
@@ -105,16 +108,31 @@ def probe_model(model, x: torch.Tensor, y: torch.Tensor) -> tuple[int, list[str]
         findings.append("`model` answers differently to the same input in eval mode (dropout with training=True, "
                         "or noise in its forward?); white-box attacks and every verdict on F assume a fixed F: "
                         "make its eval-mode forward deterministic")
+    else:
+        findings += _composition_findings("model", firsts)
     return classes, findings
+
+
+def _composition_findings(argument: str, firsts: list[tuple[int, torch.Tensor]]) -> list[str]:
+    """A warning when the first point's answer depends on the batch it came in (`firsts`: batch size and the first
+    row of the answer, per probe batch): test-time batch statistics make results depend on the chunk size."""
+    (_, answer), *others = firsts
+    differing = [size for size, row in others if _differs(answer, row)]
+    if not differing:
+        return []
+    return [f"`{argument}` answers the same point differently alone and inside a batch of {differing[-1]} points "
+            "(batch statistics at test time: BatchNorm in training mode, test-time adaptation?); each "
+            "point's result then depends on the points it is batched with, so the chunk size changes the numbers: "
+            "make its answer for a point independent of the batch"]
 
 
 def probe_shell(shell, model: nn.Module, x: torch.Tensor, classes: int) -> list[str]:
     """The shell is a module around `model` (not `model` itself) returning finite probability rows (≥ 0, summing
     to 1) of shape (batch, classes) for every probe size, and leaves its input alone.
 
-    A shell that answers differently to the same input without declaring `randomized = True` is marked
-    randomized (majority-of-5 verification, EOT, the stability check); returns the findings to warn about
-    (empty unless it was).
+    A shell that answers differently to the same input without declaring `randomized = True` is to be treated as
+    randomized (majority-of-5 verification, EOT, the stability check): returns the finding to warn about (empty
+    unless it was); the caller marks it, on the suite's side, for the run.
     """
     if not isinstance(shell, nn.Module):
         raise TypeError(f"`shell` must be a torch.nn.Module (a shell) or a factory(model, **options) "
@@ -127,15 +145,17 @@ def probe_shell(shell, model: nn.Module, x: torch.Tensor, classes: int) -> list[
     if wrapped is not None and wrapped is not model:
         raise ValueError("`shell` wraps a different model object than `model`; build the shell around the "
                          "model you evaluate (or pass a factory and let evaluate() build it)")
-    last = None
+    last, firsts = None, []
     for batch in probe_batches(x):
         out = _call(shell, batch, "shell", "a shell")
         _check_probabilities(out, len(batch), classes)
         last = (batch, out)
+        firsts.append((len(batch), out[:1]))
     batch, out = last
-    if getattr(shell, "randomized", False) or not _differs(out, _call(shell, batch, "shell", "a shell")):
+    if getattr(shell, "randomized", False):
         return []
-    shell.randomized = True
+    if not _differs(out, _call(shell, batch, "shell", "a shell")):
+        return _composition_findings("shell", firsts)
     return [f"`shell` ({type(shell).__name__}) answers differently to the same input but does not declare "
             "`randomized = True`; it is treated as randomized (majority-of-5 verification, EOT, the "
             "stability check): declare it, with a `reseed(seed)` method, to make runs repeatable"]

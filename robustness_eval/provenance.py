@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from attacks.base import Attack
+from robustness_eval.code_identity import code_record
 from robustness_eval.options import RunOptions, execution_keys
 from robustness_eval.results import describe_shell
 from robustness_eval.types import Threat
@@ -59,9 +60,10 @@ def run_config(config: dict, shell, eps: float, delta: float, threat: Threat) ->
 
 
 def configuration(points: dict, model: nn.Module, shell: nn.Module, threat: Threat, sweep: tuple[list, list],
-                  battery: list[Attack], options: RunOptions) -> dict:
+                  battery: list[Attack], options: RunOptions, factory=None) -> dict:
     """The run's configuration: the points (dataset, split, data_hash, n_points_used), F, the shell, the threat
-    and its sweep, the battery, every recorded option, and provenance (versions, device, backend, the call)."""
+    and its sweep, the battery, every recorded option, the code (the suite's identity and the user's files behind
+    F, the shell, its `factory` and the surrogates), and provenance (versions, device, backend, the call)."""
     eps_values, delta_values = sweep
     attacks = options.attacks
     return {
@@ -77,4 +79,5 @@ def configuration(points: dict, model: nn.Module, shell: nn.Module, threat: Thre
         "versions": versions(), "device": str(options.device),
         "bpda": None if options.bpda is None else model_hash(options.bpda), "backend": options.backend.name,
         "shell_surrogate": None if options.shell_surrogate is None else plain(options.shell_surrogate),
+        "code": code_record([model, shell, factory, options.bpda, options.shell_surrogate]),
     }

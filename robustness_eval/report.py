@@ -16,6 +16,7 @@ from pathlib import Path
 
 from robustness_eval.plots import LADDER_TITLE, Plots, write_plots
 from robustness_eval.stats import ACTIVE_PASS_SHARE, clopper_pearson
+from robustness_eval.store import DB_NAME, ResultStore
 from robustness_eval.types import ADAPTIVE_KINDS
 
 
@@ -28,7 +29,7 @@ def interval(bounds: list[float] | None) -> str:
     return "" if not bounds else f"[{100 * bounds[0]:.1f}, {100 * bounds[1]:.1f}]"
 
 
-MARKDOWN_SPECIAL = "\\`*_[]<>|#!~"
+MARKDOWN_SPECIAL = "\\`*_[]<>|#!~&"
 
 
 def markdown_literal(text: str) -> str:
@@ -476,6 +477,23 @@ def write_text_atomic(path: Path, text: str) -> None:
     partial.replace(path)
 
 
+def check_against_store(directory: Path, results: dict) -> None:
+    """A run directory's store, if it has one, is verified against its own digest, and results.json must have
+    been written from that store as it is now (its `store_digest`); either failing is a ValueError."""
+    if not (directory / DB_NAME).is_file():
+        return
+    store = ResultStore.reader(directory)  # verifies every table
+    try:
+        now = store.digest()
+    finally:
+        store.close()
+    recorded = results.get("store_digest")
+    if recorded is not None and recorded != now:
+        raise ValueError(f"{directory / 'results.json'} was not written from {directory / DB_NAME} as it is now "
+                         f"(store digest {recorded[:12]}…, the store's {now[:12]}…); resume the run to rewrite it: "
+                         f"robustness-eval run --resume {directory}")
+
+
 def write_report(directory: str | Path, results: dict | None = None) -> Path:
     """Write report.md, report.html and plots/ for a run directory; returns report.md's path."""
     directory = Path(directory)
@@ -493,6 +511,7 @@ def write_report(directory: str | Path, results: dict | None = None) -> Path:
                          f"(missing: {', '.join(missing)}); rerun the evaluation")
     if not os.access(directory, os.W_OK):
         raise PermissionError(f"{directory} is not writable; copy the run elsewhere to redraw its report")
+    check_against_store(directory, results)
     plots = write_plots(results, directory)
     command = results.get("config", {}).get("call", {}).get("command")
     markdown = sections(_literal_values(results), plots)

@@ -4,7 +4,8 @@ Fields (never removed, only added): config, n_points, clean_accuracy {base, shel
 robust_accuracy {base, shell} (worst case over the battery), transfer_robust_accuracy
 {base, shell} (transfer attacks only: the paper's protocol), attack_success_rate and
 transfer_attack_success_rate {base, shell} (broken / clean-correct), retained_accuracy,
-attacks (the ladder), points (per point), escalation (the rounds an indicator started).
+attacks (the ladder), points (per point), escalation (the rounds an indicator started),
+store_digest (the digest of the run's results.sqlite when this file was written).
 """
 
 from __future__ import annotations
@@ -125,6 +126,7 @@ class EvaluationResult:
     adversarial: dict = field(default_factory=dict, repr=False)
     examples: dict | None = field(default=None, repr=False)
     escalation: list = field(default_factory=list)
+    store_digest: str | None = None  # the run store's digest when results.json was written (None: in memory)
 
     @classmethod
     def from_store(cls, store, config: dict, context: Context, indices: list[int] | None,

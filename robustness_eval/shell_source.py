@@ -58,7 +58,7 @@ def shell_source(shell, model: nn.Module, threat: Threat, seed: int, options: di
     check_probability(merged["p"], "shell_options['p']")
     try:
         built = call_factory(shell, model, merged)
-    except Exception as error:
+    except (Exception, SystemExit) as error:
         raise ValueError(f"the shell factory raised {type(error).__name__}: {error}") from error
     if not isinstance(built, nn.Module):
         raise TypeError(f"the shell factory must return a torch.nn.Module shell (it returned {type(built).__name__})")

@@ -7,7 +7,17 @@ adversary may do (norm, ε, input bounds), an `AttackKind` says what an attack k
 from __future__ import annotations
 
 import enum
+import numbers
 from dataclasses import dataclass
+
+
+def real_number(value, argument: str) -> float:
+    """`value` as a float if it is a real number (int, float, NumPy scalar); a TypeError naming `argument` for a
+    bool, a string or anything else."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{argument}` must be a real number, e.g. 0.1 (got {value!r} of type {type(value).__name__})")
+    return float(value)
+
 
 
 class Norm(enum.StrEnum):
@@ -65,6 +75,8 @@ class Bounds:
     upper: float = 1.0
 
     def __post_init__(self) -> None:
+        for name in ("lower", "upper"):
+            object.__setattr__(self, name, real_number(getattr(self, name), f"bounds.{name}"))
         if not self.lower < self.upper:
             raise ValueError(
                 f"bounds must satisfy lower < upper (got lower={self.lower}, upper={self.upper})"
@@ -85,7 +97,14 @@ class Threat:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "norm", Norm.parse(self.norm))
-        check_nonnegative(self.eps, "eps")
+        object.__setattr__(self, "eps", check_nonnegative(real_number(self.eps, "eps"), "eps"))
+        bounds = self.bounds
+        if isinstance(bounds, tuple | list) and len(bounds) == 2:
+            bounds = Bounds(*bounds)
+        if not isinstance(bounds, Bounds):
+            raise TypeError(f"`bounds` must be a robustness_eval.types.Bounds or a (lower, upper) pair "
+                            f"(got {type(bounds).__name__})")
+        object.__setattr__(self, "bounds", bounds)
 
     def with_eps(self, eps: float) -> Threat:
         return Threat(self.norm, eps, self.bounds)

@@ -116,10 +116,11 @@ def view_for(attack: Attack, context: Context, target: str, n: int, seed: int = 
     if attack.view == "end-to-end":
         return EndToEndView(shell, bounds, draws)
     if attack.view == "surrogate":
-        return EndToEndView(context.surrogates[target], bounds, draws)
+        return EndToEndView(context.surrogates[target], bounds, draws, role="the shell's surrogate")
     if attack.view == "fixed":
-        differentiable = "differentiable" in capabilities(shell)
-        return FixedRandomnessView(shell if differentiable else context.surrogates[target], bounds, seed)
+        if "differentiable" in capabilities(shell):
+            return FixedRandomnessView(shell, bounds, seed)
+        return FixedRandomnessView(context.surrogates[target], bounds, seed, role="the shell's surrogate")
     return ShellAwareView(context.model, shell, bounds)
 
 

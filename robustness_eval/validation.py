@@ -6,6 +6,7 @@ says what to pass instead (scikit-learn's habit). Inside the suite the values ar
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 
@@ -28,6 +29,10 @@ def as_tensor(value, argument: str) -> torch.Tensor:
 def check_points(x, y, threat: Threat) -> tuple[torch.Tensor, torch.Tensor]:
     """x as floating point inside the threat's bounds, y as integer labels, same non-zero length."""
     x, y = as_tensor(x, "x"), as_tensor(y, "y")
+    for tensor, argument in ((x, "x"), (y, "y")):
+        if tensor.is_meta:
+            raise ValueError(f"`{argument}` is on the meta device (a shape without values); pass a tensor holding "
+                             "the data (on the CPU or a GPU)")
     if not torch.is_floating_point(x):
         raise TypeError(f"`x` must hold floating-point inputs (got dtype {x.dtype}); pass x.float()")
     if torch.is_floating_point(y) or y.dtype == torch.bool or torch.is_complex(y):
@@ -47,9 +52,52 @@ def check_points(x, y, threat: Threat) -> tuple[torch.Tensor, torch.Tensor]:
     bounds = threat.bounds
     if low < bounds.lower - 1e-6 or high > bounds.upper + 1e-6:
         raise ValueError(f"`x` lies outside the threat's bounds [{bounds.lower:g}, {bounds.upper:g}] "
-                         f"(its values span [{low:g}, {high:g}]); rescale x or pass "
-                         f"Threat(..., bounds=Bounds({low:g}, {high:g}))")
+                         f"(its values span [{low:g}, {high:g}]); rescale x, or give the true bounds: on the command "
+                         f"line as the .npz's `lower` and `upper` arrays (or a --data factory's Dataset bounds), in "
+                         f"Python as Threat(..., bounds=Bounds({low:g}, {high:g}))")
     return x, y.long()
+
+
+def threat_findings(threat: Threat, delta: float, dimension: int) -> list[str]:
+    """Warnings for a threat that is valid but cannot be meant as given: infinite bounds, ε or δ at least the
+    box's diameter in the threat's norm (inputs of `dimension` values: every input in the box is then within
+    reach)."""
+    bounds, findings = threat.bounds, []
+    if math.isinf(bounds.lower) or math.isinf(bounds.upper):
+        findings.append(f"the bounds [{bounds.lower:g}, {bounds.upper:g}] are infinite: attacks clip to them, so "
+                        "nothing keeps their candidates in a valid input range; give the data's true bounds")
+        return findings
+    reach = bounds.width * (1.0 if threat.norm.value == "linf" else math.sqrt(dimension))
+    for name, value in (("ε", threat.eps), ("δ", delta)):
+        if value > reach:
+            findings.append(f"{name} = {value:g} exceeds the box's diameter {reach:g} in {threat.norm.value}: every "
+                            f"input in the bounds lies within reach, so the {name}-ball is the whole input space; "
+                            "check the value")
+    return findings
+
+
+def battery_findings(attacks, budgets: dict | None, battery: list) -> list[str]:
+    """Warnings for battery settings that are accepted but cannot do what they seem to: an empty name in a comma
+    list (a stray comma), a budget for an attack this battery does not run."""
+    findings = []
+    if isinstance(attacks, str) and "," in attacks and any(not part.strip() for part in attacks.split(",")):
+        findings.append(f"`attacks` / --attacks {attacks!r} has an empty name (a stray comma), ignored; list names "
+                        "separated by single commas")
+    running = {attack.name for attack in battery}
+    for name in sorted(set(budgets or {}) - running):
+        findings.append(f"a budget is given for {name} (--budget {name}=N / budgets={{'{name}': N}}) but the battery "
+                        f"does not run it, so it changes nothing; add {name} to --attacks or drop the budget")
+    return findings
+
+
+def check_model_device(model) -> None:
+    """Refuse a model whose weights are not materialised (the meta device): it has shapes but no values."""
+    for name, tensor in [*getattr(model, "named_parameters", lambda: [])(), *getattr(model, "named_buffers",
+                                                                                      lambda: [])()]:
+        if tensor.is_meta:
+            raise ValueError(f"`model` has {name} on the meta device (not materialised); load its weights first, "
+                             "e.g. model.load_state_dict(state, assign=True) or model.to_empty(device='cpu') and "
+                             "load_state_dict")
 
 
 def check_flag(value, argument: str) -> bool:

@@ -14,6 +14,7 @@ from torch import nn
 
 from robustness_eval.norms import distance
 from robustness_eval.types import Threat
+from robustness_eval.views import checked
 
 TOLERANCE = 1e-5
 
@@ -33,9 +34,13 @@ class Verification:
 
 
 def predict_labels(target: nn.Module, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-    """The target's labels for `x`, evaluated in chunks (each a copy, so a target cannot edit `x`)."""
+    """The target's labels for `x`, evaluated in chunks (each a copy, so a target cannot edit `x`), every chunk's
+    scores checked finite and of shape (batch, classes)."""
+    kind = getattr(target, "kind", type(target).__name__)
+    role = "the base model F" if kind == "none" else f"the shell ({kind})"
     with torch.no_grad():
-        return torch.cat([target(x[i : i + chunk].clone()).argmax(dim=1) for i in range(0, len(x), chunk)])
+        return torch.cat([checked(target(x[i : i + chunk].clone()), len(x[i : i + chunk]), role).argmax(dim=1)
+                          for i in range(0, len(x), chunk)])
 
 
 def verify(target: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
@@ -53,6 +58,7 @@ def verify(target: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Ten
     in_bounds = (flat >= threat.bounds.lower - tol).all(1) & (flat <= threat.bounds.upper + tol).all(1)
     finite = torch.isfinite(flat).all(1)
     wrong = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-    for _ in range(repeats):
-        wrong += (predict_labels(target, x_adv) != y).long()
+    if bool(finite.any()):  # a non-finite candidate is never a break and never reaches the target
+        for _ in range(repeats):
+            wrong[finite] += (predict_labels(target, x_adv[finite]) != y[finite]).long()
     return Verification(in_ball & finite, in_bounds, wrong * 2 > repeats, norm)

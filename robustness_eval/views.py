@@ -27,16 +27,34 @@ class BudgetExceededError(RuntimeError):
     """Raised when a query would take a point past its oracle budget."""
 
 
-class BaseModelView:
-    """White-box access to the base classifier F."""
+class TargetOutputError(ValueError):
+    """A model or shell returned NaN, infinite or wrongly shaped scores for a batch during the run."""
 
-    def __init__(self, model: nn.Module, bounds: Bounds) -> None:
+
+def checked(out: torch.Tensor, rows: int, role: str) -> torch.Tensor:
+    """`out` if it is (rows, classes) and finite; a TargetOutputError naming `role` and the batch size if not.
+    One reduction per batch: every score an attack or a verdict uses passes here."""
+    if out.dim() != 2 or out.shape[0] != rows:
+        raise TargetOutputError(f"{role} returned scores of shape {tuple(out.shape)} for a batch of {rows}; it must "
+                                "return (batch, classes) for every batch size")
+    if not bool(torch.isfinite(out).all()):
+        raise TargetOutputError(f"{role} returned NaN or infinite scores for a batch of {rows} during the run (the "
+                                "probe's batches of 1, 3 and 16 were finite): fix its forward for this batch size "
+                                "(a smaller --chunk / chunk= changes the batch sizes the run uses)")
+    return out
+
+
+class BaseModelView:
+    """White-box access to the base classifier F (`role` names it in errors)."""
+
+    def __init__(self, model: nn.Module, bounds: Bounds, role: str = "the base model F") -> None:
         self.model = model
         self.bounds = bounds
+        self.role = role
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """F(x), differentiable."""
-        return self.model(x)
+        return checked(self.model(x), x.shape[0], self.role)
 
 
 class ShellOracle:
@@ -79,9 +97,9 @@ class ShellOracle:
         self.queries += cost
         with torch.no_grad():
             if self.draws == 1:
-                return self._shell(x.detach().clone())
+                return checked(self._shell(x.detach().clone()), x.shape[0], "the shell")
             probs = self._shell(x.detach().repeat(self.draws, *([1] * (x.dim() - 1))))  # one call, a draw per row
-        return probs.view(self.draws, x.shape[0], -1).mean(0)
+        return checked(probs, x.shape[0] * self.draws, "the shell").view(self.draws, x.shape[0], -1).mean(0)
 
     def labels(self, x: torch.Tensor, point_index: torch.Tensor) -> torch.Tensor:
         """The shell's decisions for rows `x` (decision-based access; same cost)."""
@@ -118,7 +136,7 @@ class ShellAwareView(BaseModelView):
     def shell_probs(self, x: torch.Tensor) -> torch.Tensor:
         """G(x) (no gradient)."""
         with torch.no_grad():
-            return self._shell(x.detach().clone())
+            return checked(self._shell(x.detach().clone()), x.shape[0], "the shell")
 
 
 class EndToEndView(BaseModelView):
@@ -127,10 +145,10 @@ class EndToEndView(BaseModelView):
 
     EOT_DRAWS = 8
 
-    def __init__(self, shell: nn.Module, bounds: Bounds, draws: int | None = None) -> None:
+    def __init__(self, shell: nn.Module, bounds: Bounds, draws: int | None = None, role: str = "the shell") -> None:
         if draws is not None and (isinstance(draws, bool) or not isinstance(draws, int) or draws < 1):
             raise ValueError(f"`draws` must be an integer ≥ 1 or None (got {draws!r})")
-        super().__init__(shell, bounds)
+        super().__init__(shell, bounds, role)
         self.randomized = bool(getattr(shell, "randomized", False))
         self.draws = (draws or self.EOT_DRAWS) if self.randomized else 1
 
@@ -138,8 +156,8 @@ class EndToEndView(BaseModelView):
         """log of G's probabilities averaged over `draws` draws, all drawn in one call on `draws` copies of the
         batch (each row of each copy gets its own draw)."""
         if self.draws == 1:
-            return torch.log(self.model(x).clamp_min(1e-30))
-        probs = self.model(x.repeat(self.draws, *([1] * (x.dim() - 1))))
+            return torch.log(checked(self.model(x), x.shape[0], self.role).clamp_min(1e-30))
+        probs = checked(self.model(x.repeat(self.draws, *([1] * (x.dim() - 1)))), x.shape[0] * self.draws, self.role)
         return torch.log(probs.view(self.draws, x.shape[0], -1).mean(0).clamp_min(1e-30))
 
 
@@ -148,11 +166,11 @@ class FixedRandomnessView(BaseModelView):
     pass: one fixed draw of its randomness per row, the same at every iteration (a module that cannot reseed is
     used as it is)."""
 
-    def __init__(self, module: nn.Module, bounds: Bounds, seed: int) -> None:
-        super().__init__(module, bounds)
+    def __init__(self, module: nn.Module, bounds: Bounds, seed: int, role: str = "the shell") -> None:
+        super().__init__(module, bounds, role)
         self.seed, self.randomized, self.draws = seed, False, 1
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         if callable(getattr(self.model, "reseed", None)):
             self.model.reseed(self.seed)
-        return torch.log(self.model(x).clamp_min(1e-30))
+        return torch.log(checked(self.model(x), x.shape[0], self.role).clamp_min(1e-30))

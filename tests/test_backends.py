@@ -53,6 +53,7 @@ def comparable(results: dict) -> dict:
     for key in ("call", "backend"):
         results["config"].pop(key)
     results["extras"].pop("seconds")
+    results.pop("store_digest", None)  # the store holds timings
     for rung in results["attacks"]:
         rung.pop("seconds")
     return results

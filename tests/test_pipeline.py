@@ -34,6 +34,7 @@ def _comparable(results: dict) -> dict:
     results = json.loads(json.dumps(results))
     results["config"].pop("call")
     results["extras"].pop("seconds")
+    results.pop("store_digest", None)  # the store holds timings
     for rung in results["attacks"] + results.get("escalation", []):
         rung.pop("seconds")
     return results

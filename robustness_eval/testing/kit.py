@@ -18,9 +18,10 @@ from torch import nn
 
 from robustness_eval.testing.invariants import INVARIANTS, Invariant
 from robustness_eval.testing.strategies import TinyMLP, cases
-from robustness_eval.types import Bounds
+from robustness_eval.types import Bounds, Norm
 
 PROFILES = {"quick": 15, "thorough": 200}
+RUN_EPS, RUN_P = 0.1, 0.9  # the shell options `robustness-eval run` passes a factory by default (delta = ε)
 DATA_SHAPES = {"digits": ((64,), Bounds(0.0, 1.0)), "synthetic": ((20,), Bounds(0.0, 1.0)),
                "mnist": ((1, 28, 28), Bounds(0.0, 1.0)), "cifar10": ((3, 32, 32), Bounds(0.0, 1.0))}
 
@@ -65,15 +66,30 @@ def input_space(input_shape: str | tuple | None = None, data: str | None = None)
     return InputSpace((shape,))
 
 
-def load_factory(spec: str) -> Callable:
-    """Import `module:factory` or `path/to/file.py:factory`; a clear error for anything else."""
+def load_factory(spec: str, space: InputSpace = InputSpace()) -> Callable:
+    """Import `module:factory` or `path/to/file.py:factory` (a clear error for anything else), called as `run`
+    calls a shell factory (see `called_as_run`)."""
     from robustness_eval.loading import load_object
 
     factory = load_object(spec, "shell factory")
     if not callable(factory):
         raise ValueError(f"shell factory {spec}: not callable; pass module:factory where factory(model) returns "
                          "a shell")
-    return factory
+    return called_as_run(factory, space)
+
+
+def called_as_run(factory: Callable, space: InputSpace = InputSpace()) -> Callable:
+    """`model -> factory(model, **options)` with the options `robustness-eval run` passes by default and the
+    factory accepts: delta = ε = 0.1, p = 0.9, norm linf, the input space's bounds, seed 0."""
+    from shells.registry import call_factory
+
+    options = {"delta": RUN_EPS, "p": RUN_P, "norm": Norm.LINF, "bounds": space.bounds, "seed": 0}
+
+    def build(model: nn.Module) -> nn.Module:
+        return call_factory(factory, model, options)
+
+    build.__name__ = build.__qualname__ = getattr(factory, "__name__", "factory")
+    return build
 
 
 def probe_factory(factory: Callable, space: InputSpace = InputSpace()):

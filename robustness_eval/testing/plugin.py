@@ -56,8 +56,8 @@ def pytest_collection_modifyitems(session, config, items) -> None:
     from robustness_eval.testing.kit import applicable, input_space, load_factory
 
     try:
-        factory = load_factory(spec)
         space = input_space(config.getoption("--shell-kit-input-shape"), config.getoption("--shell-kit-data"))
+        factory = load_factory(spec, space)
         invariants = applicable(factory, space)
     except (ValueError, FileNotFoundError) as error:
         raise pytest.UsageError(f"--shell-kit {spec}: {error}") from None
