@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from robustness_eval.ascent import input_gradient
+from robustness_eval.progress import PhaseClock
 from robustness_eval.restart_check import restart_check
 from robustness_eval.runner import Run, attacks_run, resolve_battery, run_battery
 from robustness_eval.stats import ACTIVE_PASS_SHARE, clopper_pearson
@@ -189,7 +190,7 @@ def _usable(direction: torch.Tensor, x: torch.Tensor, room: float, threat: Threa
 
 
 def active_test(run: Run, make_shell, delta: float, attacks="fast", plants: dict[str, int] | None = None,
-                convergence: bool = True, restarts: bool = True) -> dict:
+                convergence: bool = True, restarts: bool = True, clock: PhaseClock | None = None) -> dict:
     """Plant (one run per construction, on the first `plants[construction]` points of `run`), verify the plants,
     run the battery on each planted target (`make_shell(planted)`, with `run`'s seed and backend), then, as the
     evaluation does, its doubled-budget round (`convergence`) and the restart check (`restarts`); report the
@@ -202,9 +203,11 @@ def active_test(run: Run, make_shell, delta: float, attacks="fast", plants: dict
     unknown = sorted(set(plants) - set(CONSTRUCTIONS))
     if unknown:
         raise ValueError(f"unknown plant construction(s) {unknown}; pass some of {', '.join(CONSTRUCTIONS)}")
-    rounds = {"convergence": convergence, "restarts": restarts}
-    by_construction = {name: _one_construction(run, count, make_shell, delta, attacks, name, rounds)
-                       for name, count in plants.items()}
+    rounds, clock = {"convergence": convergence, "restarts": restarts}, clock or PhaseClock()
+    by_construction = {}
+    for position, (name, count) in enumerate(plants.items()):
+        with clock.phase(f"active test: {name}", f"construction {position + 1} of {len(plants)}, {count} plants"):
+            by_construction[name] = _one_construction(run, count, make_shell, delta, attacks, name, rounds)
     on_gradient = by_construction.get("on-gradient", {})
     result = {**on_gradient, "constructions": by_construction}
     if "share_found" in on_gradient:

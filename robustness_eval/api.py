@@ -121,8 +121,7 @@ def _prepare(model: nn.Module, shell, data: Dataset | tuple, threat: Threat, opt
         probe_bpda(options.bpda, model, x)
     for finding in findings:
         warnings.warn(finding, stacklevel=4)
-    return Evaluation(model, source, x, y, threat, truth, config, battery, directory, combos, options.quiet,
-                      options.bpda, backend, findings, options.shell_surrogate, cost)
+    return Evaluation(model, source, x, y, threat, truth, config, battery, options, directory, combos, findings, cost)
 
 
 def _shell_surrogate(options: RunOptions, model: nn.Module, threat: Threat, device) -> nn.Module | None:

@@ -211,6 +211,8 @@ def _run_and_report(config: dict, out: Path, command: str, explicit: dict, args:
         print(f"{run_name(config)} -> {out}", flush=True)
     try:
         result = evaluation.run()
+        if not args.quiet:
+            print("▸ report (report.md, report.html, plots/)", file=sys.stderr, flush=True)
         report = write_report(out)
     except KeyboardInterrupt:
         raise

@@ -8,7 +8,6 @@ what the literature found) add text columns to the table without any figure bein
 
 from __future__ import annotations
 
-import json
 import tomllib
 import warnings
 from collections import Counter
@@ -21,7 +20,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from robustness_eval.report import (
-    REQUIRED_KEYS,
     Section,
     interval,
     markdown_literal,
@@ -33,6 +31,7 @@ from robustness_eval.report import (
     to_markdown,
     write_text_atomic,
 )
+from robustness_eval.results_file import read_results
 
 TRANSFER_KINDS = ("transfer", "baseline")  # what the paper's protocol runs; the rest is the adaptive battery
 
@@ -95,16 +94,10 @@ def load_run(directory: str | Path, label: str | None = None) -> RunSummary:
     """One run directory's results.json, checked to be one robustness-eval wrote."""
     directory = Path(directory)
     path = directory / "results.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; pass directories written by `robustness-eval run`")
-    try:
-        results = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON ({error}); rerun that evaluation") from None
-    missing = [key for key in REQUIRED_KEYS if not isinstance(results, dict) or key not in results]
-    if missing or "threat" not in results.get("config", {}):
-        raise ValueError(f"{path} is not a results.json written by robustness-eval (missing: "
-                         f"{', '.join(missing) or 'config.threat'}); rerun that evaluation")
+    results = read_results(path)
+    if "threat" not in results["config"]:
+        raise ValueError(f"{path} is not a results.json written by robustness-eval (missing: config.threat); rerun "
+                         "that evaluation")
     return RunSummary(label or directory.name, directory, results)
 
 

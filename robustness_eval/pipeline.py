@@ -19,11 +19,12 @@ from torch import nn
 from attacks.base import Attack
 from robustness_eval import sanity
 from robustness_eval.active import PLANTS, active_test, caveat
-from robustness_eval.backends import LocalBackend, RayBackend
 from robustness_eval.cost import CostEstimate
 from robustness_eval.crosscheck import pgd_crosscheck
 from robustness_eval.escalation import escalate
 from robustness_eval.modules import borrowed, eval_mode
+from robustness_eval.options import RunOptions
+from robustness_eval.progress import PhaseClock
 from robustness_eval.provenance import VOLATILE, run_config
 from robustness_eval.repeated import repeated_inference
 from robustness_eval.restart_check import record_from_doubled_round, restart_check
@@ -41,7 +42,8 @@ EXAMPLE_COUNT = 6
 
 @dataclass
 class Evaluation:
-    """A validated evaluation, ready to run: nothing has been computed or written yet."""
+    """A validated evaluation, ready to run: nothing has been computed or written yet. `options` are the run's
+    `RunOptions` with device, backend, chunk and surrogates resolved; every phase reads its settings there."""
 
     model: nn.Module
     source: ShellSource
@@ -49,27 +51,24 @@ class Evaluation:
     y: torch.Tensor
     threat: Threat
     truth: Callable | None
-    config: dict
+    config: dict  # the record bound to the run directory and written to results.json
     battery: list[Attack]
+    options: RunOptions
     store_dir: Path | None
     combos: list[tuple[float, float]]
-    quiet: bool
-    surrogate: nn.Module | None = None
-    backend: LocalBackend | RayBackend = field(default_factory=LocalBackend)
     findings: list[str] = field(default_factory=list)  # the probe's warnings, recorded in the result too
-    shell_surrogate: nn.Module | None = None  # the user's attack-time surrogate of the shell, if any
     cost: CostEstimate | None = None  # the battery's estimated cost, shown before it starts
 
     def run(self) -> EvaluationResult:
         """Run (or resume) every combination of the sweep; return the primary result. The caller's modules are
         given back in the modes they came in (a shell found random is marked so only while it runs)."""
-        modules = [self.model, self.source.shell, self.surrogate, self.shell_surrogate]
+        modules = [self.model, self.source.shell, self.options.bpda, self.options.shell_surrogate]
         with borrowed(modules, self.source.shell if self.source.randomized else None):
             eval_mode(self.model)
             return self._run_all()
 
     def _run_all(self) -> EvaluationResult:
-        if not self.quiet and self.cost is not None:
+        if not self.options.quiet and self.cost is not None:
             print(f"estimated cost: {self.cost.describe()}", flush=True)
         results = []
         primary_delta = self.combos[0][1]
@@ -78,7 +77,7 @@ class Evaluation:
             directory = None if self.store_dir is None else (
                 self.store_dir if primary else self.store_dir / "sweep" / f"eps{eps:g}-delta{delta:g}")
             shell = self.source.shell if delta == primary_delta else self.source.rebuild(self.model, delta=delta)
-            if not self.quiet:
+            if not self.options.quiet:
                 print(f"[{position + 1}/{len(self.combos)}] ε = {eps:g}, δ = {delta:g}: {len(self.y)} points",
                       flush=True)
             results.append(run_one(self, shell, self.threat.with_eps(eps), run_config(self.config, shell, eps,
@@ -97,62 +96,80 @@ class Evaluation:
 
 def run_one(job: Evaluation, shell, threat: Threat, config: dict, directory: Path | None,
             primary: bool) -> EvaluationResult:
-    """One (ε, δ) run of the evaluation in `directory`; the primary run also gets every check."""
-    store = ResultStore(directory)
+    """One (ε, δ) run of the evaluation in `directory`; the primary run also gets every check. Each phase is named
+    on screen as it runs (unless quiet) and its seconds go to `extras.phase_seconds`."""
+    options, store, clock = job.options, ResultStore(directory), PhaseClock(job.options.quiet)
     try:
         store.bind_config(config, volatile=VOLATILE)
         start = time.perf_counter()
-        surrogate = job.shell_surrogate if shell is job.source.shell else None  # a sweep's rebuild has its own
-        run = Run(Context(job.model, shell, job.x, job.y, threat, surrogate), config["seed"], store, config["chunk"],
-                  job.backend, job.quiet)
-        convergence = primary and config["convergence"]
-        result = run_battery(run, job.battery, None, convergence, config)
+        surrogate = options.shell_surrogate if shell is job.source.shell else None  # a sweep's rebuild has its own
+        run = Run(Context(job.model, shell, job.x, job.y, threat, surrogate), options.seed, store, options.chunk,
+                  options.backend, options.quiet)
+        convergence = primary and options.convergence
+        with clock.phase("battery", "then its doubled-budget round" if convergence else ""):
+            result = run_battery(run, job.battery, None, convergence, config)
         if primary:
-            result = _checks(result, run, job, config)
-        repeated = _cached(store, "repeated_inference", lambda: repeated_inference(
-            run.context, result.adversarial, config.get("inference_runs", 1),
-            attack_seed(config["seed"], "repeated-inference")))
-        if repeated:
-            result.extras["repeated_inference"] = repeated
-        if job.truth is not None:
-            result.extras["ground_truth"] = ground_truth(result.adversarial, job.truth, job.y)
-        for target, points in result.extras.get("unsteady", {}).items():
-            warnings.warn(f"the {target} target answered differently to the same input on {len(points)} candidate(s) "
-                          f"that were misclassified once (points {points[:5]}{' ...' if len(points) > 5 else ''}); "
-                          "they were not counted as breaks. A shell that is random must declare "
-                          "`randomized = True` to be verified by majority vote", stacklevel=2)
-        if job.findings:
-            result.extras["probe"] = list(job.findings)
+            result = _checks(result, run, job, clock)
+        result.extras.update(_closing_phases(result, run, job, clock))
         result.examples = example_panels(job.model, shell, job.x, job.y, result.adversarial.get("shell", {}))
         result.extras["seconds"] = time.perf_counter() - start
+        result.extras["phase_seconds"] = {name: round(seconds, 2) for name, seconds in clock.seconds.items()}
         if directory is not None:
             result.store_digest = store.digest()
             result.save(directory)
         return result
     finally:
+        clock.close()
         store.close()
 
 
-def _checks(result: EvaluationResult, run: Run, job: Evaluation, config: dict) -> EvaluationResult:
+def _closing_phases(result: EvaluationResult, run: Run, job: Evaluation, clock: PhaseClock) -> dict:
+    """Repeated inference (randomized targets), ground truth (data that has it), the unsteady warning and the probe's
+    findings: the extras every run gets after its battery and checks."""
+    extras: dict = {}
+    randomized = any(getattr(target, "randomized", False) for target in run.context.shells.values())
+    if randomized and job.options.inference_runs > 1:
+        with clock.phase("repeated inference", f"{job.options.inference_runs} runs"):
+            repeated = _cached(run.store, "repeated_inference", lambda: repeated_inference(
+                run.context, result.adversarial, job.options.inference_runs,
+                attack_seed(job.options.seed, "repeated-inference")))
+        if repeated:
+            extras["repeated_inference"] = repeated
+    if job.truth is not None:
+        extras["ground_truth"] = ground_truth(result.adversarial, job.truth, job.y)
+    for target, points in result.extras.get("unsteady", {}).items():
+        warnings.warn(f"the {target} target answered differently to the same input on {len(points)} candidate(s) "
+                      f"that were misclassified once (points {points[:5]}{' ...' if len(points) > 5 else ''}); "
+                      "they were not counted as breaks. A shell that is random must declare "
+                      "`randomized = True` to be verified by majority vote", stacklevel=4)
+    if job.findings:
+        extras["probe"] = list(job.findings)
+    return extras
+
+
+def _checks(result: EvaluationResult, run: Run, job: Evaluation, clock: PhaseClock) -> EvaluationResult:
     """The primary run's checks, in order: the restart check, escalation, the cross-check, the truth checks."""
-    context, store, seed = run.context, run.store, run.seed
-    ran = attacks_run(job.battery, config["convergence"])
-    if config["restart_check"] and config["convergence"]:  # the doubled round continued every start schedule
+    context, store, seed, options = run.context, run.store, run.seed, job.options
+    ran = attacks_run(job.battery, options.convergence)
+    if options.restart_check and options.convergence:  # the doubled round continued every start schedule
         result.extras["restart_check"] = record_from_doubled_round(result, run, ran[len(job.battery):])
-    elif config["restart_check"]:
-        result, added = restart_check(result, run, job.battery, ran)
+    elif options.restart_check:
+        with clock.phase("restart check"):
+            result, added = restart_check(result, run, job.battery, ran)
         ran = [*ran, *added]
     x, y = context.x[:SANITY_SUBSET], context.y[:SANITY_SUBSET]
-    if config["escalation"]:
-        unbounded = _cached(store, "unbounded", lambda: asdict(sanity.unbounded_attack(
-            context.model, context.shell, x, y, context.threat, seed))) if config["sanity"] else None
-        result = escalate(result, run, ran, unbounded and unbounded["values"],
-                          surrogate=job.surrogate, time_cap=config["escalation_cap"])
-    if config["crosscheck"]:
-        result.extras["crosscheck"] = _cached(store, "crosscheck", lambda: pgd_crosscheck(run))
-    if config["sanity"]:
+    if options.escalation:
+        with clock.phase("escalation", f"at most {options.escalation_cap:g} s"):
+            unbounded = _cached(store, "unbounded", lambda: asdict(sanity.unbounded_attack(
+                context.model, context.shell, x, y, context.threat, seed))) if options.sanity_checks else None
+            result = escalate(result, run, ran, unbounded and unbounded["values"],
+                              surrogate=options.bpda, time_cap=options.escalation_cap)
+    if options.crosscheck:
+        with clock.phase("cross-check", "Foolbox vs our PGD on F"):
+            result.extras["crosscheck"] = _cached(store, "crosscheck", lambda: pgd_crosscheck(run))
+    if options.sanity_checks:
         result.extras.update(_cached(store, "truth_checks", lambda: _truth_checks(
-            result, run, job.source, job.battery, store.meta("unbounded"), config)))
+            result, run, job, store.meta("unbounded"), clock)))
     return result
 
 
@@ -165,21 +182,22 @@ def _cached(store: ResultStore, key: str, compute: Callable[[], dict]) -> dict:
     return value
 
 
-def _truth_checks(result: EvaluationResult, run: Run, source: ShellSource, battery: list[Attack],
-                  unbounded: dict | None, config: dict) -> dict:
+def _truth_checks(result: EvaluationResult, run: Run, job: Evaluation, unbounded: dict | None,
+                  clock: PhaseClock) -> dict:
     """Sanity verdicts and the active test; the shell is rebuilt around F at δ = 0 and around F'."""
-    model, shell, y = run.context.model, run.context.shell, run.context.y
+    model, shell, y, source = run.context.model, run.context.shell, run.context.y, job.source
     at_zero = source.rebuild(model, delta=0.0) if source.takes("delta") else None
-    verdicts = sanity.run_all(result.to_json(), run, at_zero, subset=SANITY_SUBSET, unbounded=unbounded)
+    with clock.phase("sanity checks"):
+        verdicts = sanity.run_all(result.to_json(), run, at_zero, subset=SANITY_SUBSET, unbounded=unbounded)
     subset = min(len(y), max(PLANTS.values()))
     radius = float(getattr(shell, "radius", 0.0) or 0.0)
     if source.factory is None and not can_rebuild(shell):
         active = {"status": "not run", "reason": "the shell cannot be rebuilt around the planted model: "
                                                  "pass a factory(model, **options) instead of an instance"}
     else:
-        active = active_test(run, lambda planted: source.rebuild(planted), radius, battery,
+        active = active_test(run, lambda planted: source.rebuild(planted), radius, job.battery,
                              plants={name: min(count, subset) for name, count in PLANTS.items()},
-                             convergence=config["convergence"], restarts=config["restart_check"])
+                             convergence=job.options.convergence, restarts=job.options.restart_check, clock=clock)
         n, robust = result.n_points, result.robust_accuracy["shell"]
         breaks = round(n * (result.clean_accuracy["shell"] - robust))
         active["caveat"] = caveat(active, robust, breaks, n)

@@ -22,6 +22,8 @@ from robustness_eval.types import BLACK_BOX_KINDS
 LADDER_TITLE = "the ladder: robust accuracy after each attack"
 PLOT_FILES = ("ladder.png", "sweep-eps.png", "sweep-delta.png", "success-vs-queries.png", "perturbation-norms.png",
               "examples.png")  # every file write_plots may write
+# plots drawn from the per-point store and examples.npz: kept as drawn when that file is not beside a redrawn report
+DRAWN_FROM_FILES = ("success-vs-queries.png", "examples.png")
 
 
 @dataclass
@@ -37,7 +39,8 @@ def write_plots(results: dict, directory: Path) -> Plots:
     folder = directory / "plots"
     folder.mkdir(parents=True, exist_ok=True)
     for name in PLOT_FILES:  # a redrawn report keeps no plot its results no longer support; nothing else is touched
-        (folder / name).unlink(missing_ok=True)
+        if name not in DRAWN_FROM_FILES:  # those two decide themselves: their data may not be beside the report
+            (folder / name).unlink(missing_ok=True)
     plots = Plots()
     if results["attacks"]:
         plots.images[LADDER_TITLE] = _ladder_plot(results, folder / "ladder.png")
@@ -111,25 +114,27 @@ def _sweep_plot(sweep: list[dict], axis: str, other: str, path: Path) -> Path:
 def _queries_plot(results: dict, directory: Path, path: Path) -> Path | str:
     names = [a["name"] for a in results["attacks"]
              if a["target"] == "shell" and a["kind"] in BLACK_BOX_KINDS and a["attacked"]]
-    if not names:
-        return "No score- or decision-based attack ran on the shell: no plot of success against queries."
-    if not (directory / DB_NAME).exists():
-        return "The per-point store is not beside this report: no plot of success against queries."
-    store = ResultStore.reader(directory)
-    try:
-        curves = {name: store.rows("main", "shell", name) for name in names}
-    finally:
-        store.close()
-    curves = {name: rows for name, rows in curves.items() if any(r["success"] for r in rows)}
-    if not curves:
+    if not names or not any(a["new_breaks"] for a in results["attacks"]
+                            if a["target"] == "shell" and a["name"] in names):
+        path.unlink(missing_ok=True)
+        if not names:
+            return "No score- or decision-based attack ran on the shell: no plot of success against queries."
+        # each attack runs on the points still unbroken, so its rows' breaks are its rung's new breaks
         return (f"The score- and decision-based attacks on the shell ({', '.join(names)}) broke no point: no plot "
                 "of success against queries.")
+    rungs = {a["name"]: a for a in results["attacks"] if a["target"] == "shell" and a["name"] in names}
+    if all(rungs[name].get("break_queries") is not None for name in names):  # recorded in results.json
+        curves = {name: (rungs[name]["break_queries"], rungs[name]["queries_max"], rungs[name]["attacked"])
+                  for name in names if rungs[name]["break_queries"]}
+    elif (directory / DB_NAME).exists():  # a results.json from before the rungs recorded them
+        curves = _store_curves(directory, names)
+    else:  # the plot drawn when the store was there, if it was
+        return path if path.exists() else ("The per-point store is not beside this report: no plot of success "
+                                           "against queries.")
     fig, ax = plt.subplots(figsize=(5, 3.4))
-    for name, rows in curves.items():
-        hits = sorted(r["queries"] for r in rows if r["success"])
-        budget = max(r["queries"] for r in rows)
+    for name, (hits, budget, attacked) in curves.items():
         xs = [0, *hits, budget]
-        ys = [0, *[(i + 1) / len(rows) for i in range(len(hits))], len(hits) / len(rows)]
+        ys = [0, *[(i + 1) / attacked for i in range(len(hits))], len(hits) / attacked]
         ax.step(xs, ys, where="post", label=name)
     ax.set_xlabel("oracle queries")
     ax.set_ylabel("share of attacked points broken")
@@ -139,6 +144,17 @@ def _queries_plot(results: dict, directory: Path, path: Path) -> Path | str:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _store_curves(directory: Path, names: list[str]) -> dict[str, tuple[list[int], int, int]]:
+    """Per attack that broke something: its breaks' queries (sorted), the most queries used, the points attacked."""
+    store = ResultStore.reader(directory)
+    try:
+        rows = {name: store.rows("main", "shell", name) for name in names}
+    finally:
+        store.close()
+    return {name: (sorted(r["queries"] for r in found if r["success"]), max(r["queries"] for r in found), len(found))
+            for name, found in rows.items() if any(r["success"] for r in found)}
 
 
 def _norms_plot(results: dict, path: Path) -> Path | str:
@@ -172,10 +188,12 @@ def _example_grid(results: dict, directory: Path, path: Path) -> Path | str:
     examples = load_examples(directory / EXAMPLES_NAME)
     if examples is None:
         if not any(p["perturbation_norm"]["shell"] is not None for p in results["points"]):
+            path.unlink(missing_ok=True)
             return "No verified break on the shell: no example images."
-        return f"No {EXAMPLES_NAME} beside this report: no example images."
+        return path if path.exists() else f"No {EXAMPLES_NAME} beside this report: no example images."
     hw = _image_shape(tuple(next(iter(examples["panels"].values()))["images"].shape[1:]))
     if hw is None:
+        path.unlink(missing_ok=True)
         return "The inputs are not images (no square or C×H×W shape): no example images."
     chosen, y = examples["index"], examples["label"]
     panels = [(torch.from_numpy(p["images"]), name, p["predicted"], p["confidence"])

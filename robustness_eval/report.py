@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from robustness_eval.plots import LADDER_TITLE, Plots, write_plots
+from robustness_eval.results_file import read_results
 from robustness_eval.stats import ACTIVE_PASS_SHARE, clopper_pearson
 from robustness_eval.store import DB_NAME, ResultStore
 from robustness_eval.types import ADAPTIVE_KINDS
@@ -208,6 +208,11 @@ def sections(results: dict, plots: Plots) -> list[Section]:
     others = [(name, path) for name, path in plots.images.items() if name != LADDER_TITLE]
     if others or plots.omitted:
         out.append(Section("Plots", notes=list(plots.omitted), images=others))
+    if extras.get("phase_seconds"):
+        out.append(Section("Where the time went", ["Seconds per phase of this run (a resumed run counts only the "
+                                                   "work it did; stored phases take no time)."],
+                           header=["phase", "seconds"],
+                           rows=[[name, f"{seconds:.1f}"] for name, seconds in extras["phase_seconds"].items()]))
     out.append(_reproduce(results))
     return out
 
@@ -454,9 +459,6 @@ def to_html(parts: list[Section]) -> str:
             f"</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n")
 
 
-REQUIRED_KEYS = ("config", "n_points", "clean_accuracy", "robust_accuracy", "transfer_robust_accuracy",
-                 "attack_success_rate", "transfer_attack_success_rate", "retained_accuracy", "attacks", "points")
-
 
 def stopped_by_time_cap(stopped: str) -> bool:
     """Whether an escalation round's stop reason (`escalation.stop_reason`) is its time cap, reached while the
@@ -501,14 +503,7 @@ def write_report(directory: str | Path, results: dict | None = None) -> Path:
         path = directory / "results.json"
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist; run `robustness-eval run --out {directory}` first")
-        try:
-            results = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ValueError(f"{path} is not valid JSON ({error}); rerun the evaluation") from None
-    missing = [key for key in REQUIRED_KEYS if not isinstance(results, dict) or key not in results]
-    if missing:
-        raise ValueError(f"{directory / 'results.json'} is not a results.json written by robustness-eval "
-                         f"(missing: {', '.join(missing)}); rerun the evaluation")
+        results = read_results(path)
     if not os.access(directory, os.W_OK):
         raise PermissionError(f"{directory} is not writable; copy the run elsewhere to redraw its report")
     check_against_store(directory, results)

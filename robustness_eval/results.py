@@ -5,7 +5,9 @@ robust_accuracy {base, shell} (worst case over the battery), transfer_robust_acc
 {base, shell} (transfer attacks only: the paper's protocol), attack_success_rate and
 transfer_attack_success_rate {base, shell} (broken / clean-correct), retained_accuracy,
 attacks (the ladder), points (per point), escalation (the rounds an indicator started),
-store_digest (the digest of the run's results.sqlite when this file was written).
+store_digest (the digest of the run's results.sqlite when this file was written), schema_version.
+
+`robustness_eval.results_file.read_results` is the one reader.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from typing import TYPE_CHECKING
 import torch
 
 from robustness_eval.example_file import EXAMPLES_NAME, save_examples
+from robustness_eval.results_file import SCHEMA_VERSION
 from robustness_eval.stats import statistics
-from robustness_eval.types import AttackKind, breaks_of, ladder
+from robustness_eval.types import BLACK_BOX_KINDS, AttackKind, breaks_of, ladder
 from shells.base import capabilities
 
 if TYPE_CHECKING:
@@ -53,6 +56,8 @@ class AttackRecord:
     seconds: float
     loss_trace: list = field(default_factory=list)
     needs: str = ""  # the capabilities of the target the attack used (see Attack.needs)
+    break_queries: list | None = None  # black-box rungs: the queries each break took, sorted (the queries plot)
+    queries_max: int | None = None  # black-box rungs: the most queries any attacked point used
 
 
 @dataclass
@@ -104,8 +109,17 @@ def _summarise(store, phase: str, battery: list, offered: dict, correct: dict, n
                 robust_accuracy_after=_share(alive, n),
                 new_breaks=sum(row["success"] for row in rows), attacked=len(rows),
                 queries_median=float(torch.tensor(queries, dtype=torch.float, device="cpu").median()) if rows else 0.0,
-                seconds=sum(row["seconds"] for row in rows), loss_trace=trace, needs=attack.needs()))
+                seconds=sum(row["seconds"] for row in rows), loss_trace=trace, needs=attack.needs(),
+                **_queries_record(attack, rows)))
     return records, broken_by, norms
+
+
+def _queries_record(attack, rows: list[dict]) -> dict:
+    """For a black-box rung, what the success-vs-queries plot needs, so a report redraws it from results.json."""
+    if attack.kind not in BLACK_BOX_KINDS:
+        return {}
+    return {"break_queries": sorted(int(row["queries"]) for row in rows if row["success"]),
+            "queries_max": max((int(row["queries"]) for row in rows), default=0)}
 
 
 @dataclass
@@ -127,6 +141,7 @@ class EvaluationResult:
     examples: dict | None = field(default=None, repr=False)
     escalation: list = field(default_factory=list)
     store_digest: str | None = None  # the run store's digest when results.json was written (None: in memory)
+    schema_version: int = SCHEMA_VERSION
 
     @classmethod
     def from_store(cls, store, config: dict, context: Context, indices: list[int] | None,

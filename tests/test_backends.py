@@ -54,6 +54,7 @@ def comparable(results: dict) -> dict:
         results["config"].pop(key)
     results["extras"].pop("seconds")
     results.pop("store_digest", None)  # the store holds timings
+    results["extras"].pop("phase_seconds", None)  # timings
     for rung in results["attacks"]:
         rung.pop("seconds")
     return results

@@ -35,6 +35,7 @@ def _comparable(results: dict) -> dict:
     results["config"].pop("call")
     results["extras"].pop("seconds")
     results.pop("store_digest", None)  # the store holds timings
+    results["extras"].pop("phase_seconds", None)  # timings
     for rung in results["attacks"] + results.get("escalation", []):
         rung.pop("seconds")
     return results

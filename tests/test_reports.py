@@ -30,6 +30,7 @@ def _strip_timings(results: dict) -> dict:
         rung.pop("seconds")
     results["extras"].pop("seconds", None)
     results.pop("store_digest", None)  # the store holds timings
+    results["extras"].pop("phase_seconds", None)  # timings
     results["config"].pop("call", None)
     return results
 

@@ -161,6 +161,7 @@ def test_an_untouched_store_resumes_to_the_same_results(finished, tmp_path):
     for results in (first, again):
         results["extras"].pop("seconds")
         results.pop("store_digest")  # the store holds timings
+        results["extras"].pop("phase_seconds", None)  # timings
         results["config"].pop("call")
         for rung in results["attacks"]:
             rung.pop("seconds")
@@ -411,3 +412,52 @@ def test_markdown_escapes_ampersands_so_entities_in_names_render_as_typed():
     from robustness_eval.report import markdown_literal
 
     assert markdown_literal("a &lt;b&gt; & c") == "a \\&lt;b\\&gt; \\& c"
+
+
+# --- escaping: hostile names in every field a user controls -----------------------------------------------------
+HOSTILE = "<img src=x onerror=alert(1)> &lt;b&gt; *x* [l](http://e.x) | `c`"
+
+
+class HostileShell(nn.Module):
+    """A plain softmax shell whose kind and class path are hostile text."""
+
+    kind = HOSTILE
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(x), 1)
+
+
+HostileShell.__module__ = f"factories.{HOSTILE}"  # the factory path a class path shows
+
+
+def _assert_inert(markdown: str, page: str) -> None:
+    """Outside code fences (shown verbatim), every special character of the hostile text is escaped in Markdown;
+    the HTML has no live tag and shows the entity as typed."""
+    prose = re.sub(r"(`{3,})\n.*?\n\1", "", markdown, flags=re.S)
+    assert HOSTILE[:4] in prose.replace("\\", "")  # the text is there, as text
+    for live in (r"(?<!\\)<img", r"(?<!\\)&lt;b", r"(?<!\\)\[l(?<!\\)\]", r"(?<!\\)\*x(?<!\\)\*"):
+        assert not re.search(live, prose), (live, prose)
+    assert "<img src=x" not in page and "&amp;lt;b&amp;gt;" in page
+
+
+def test_hostile_names_in_every_user_field_render_as_text_in_reports_and_comparisons(digits, digits_adversarial,
+                                                                                    tmp_path):
+    from robustness_eval.data import Dataset
+
+    data = Dataset(HOSTILE, digits.x_train[:0], digits.y_train[:0], digits.x_test[:12], digits.y_test[:12], 10,
+                   split={"source": HOSTILE})
+    runs = []
+    for number in (1, 2):
+        result = robustness_eval.evaluate(digits_adversarial, HostileShell(digits_adversarial), data,
+                                          Threat("linf", 0.1), **{**API, "attacks": "pgd"},
+                                          call={"command": f"robustness-eval run --shell '{HOSTILE}'"})
+        runs.append(tmp_path / f"run{number}")
+        result.to_report(runs[-1])
+        _assert_inert((runs[-1] / "report.md").read_text(), (runs[-1] / "report.html").read_text())
+    labels = [f"{HOSTILE} {n}" for n in (1, 2)]
+    compared = robustness_eval.compare(runs, tmp_path / "cmp", labels, {labels[0]: {"note": HOSTILE}})
+    _assert_inert(compared.read_text(), compared.with_suffix(".html").read_text())

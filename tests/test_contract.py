@@ -1,0 +1,77 @@
+"""The contract a newcomer relies on: results.json read through one versioned reader, committed reports redrawn
+byte for byte from their files, and every phase of a run named on screen, with its seconds recorded."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from robustness_eval.cli import main
+from robustness_eval.progress import PhaseClock
+from robustness_eval.report import write_report
+from robustness_eval.results_file import SCHEMA_VERSION, read_results
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = sorted(path.parent for path in (ROOT / "reports" / "examples").rglob("results.json"))
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[str(e.relative_to(ROOT / "reports" / "examples")) for e in EXAMPLES])
+def test_every_committed_example_redraws_its_report_byte_for_byte(example, tmp_path):
+    copy = tmp_path / example.name
+    shutil.copytree(example, copy)
+    write_report(copy)
+    for name in ("report.md", "report.html"):
+        assert (copy / name).read_text() == (example / name).read_text(), f"{example.name}/{name} differs"
+
+
+def test_the_reader_takes_files_without_a_version_as_version_1_and_refuses_an_unknown_one(tmp_path, capsys):
+    example = ROOT / "reports" / "examples" / "digits-default"
+    results = json.loads((example / "results.json").read_text())
+    results.pop("schema_version", None)
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    assert read_results(tmp_path / "results.json")["schema_version"] == 1
+    run = tmp_path / "future"
+    shutil.copytree(example, run)
+    results["schema_version"] = SCHEMA_VERSION + 1
+    (run / "results.json").write_text(json.dumps(results))
+    assert main(["report", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"has schema_version {SCHEMA_VERSION + 1}, which this robustness-eval" in err and err.count("\n") == 1
+
+
+SMALL = ["--n-points", "20", "--attacks", "pgd,noise,lookahead", "--budget", "pgd=8", "--budget", "noise=8",
+         "--budget", "lookahead=4", "--escalation-cap", "20", "--inference-runs", "1"]
+PHASES = ["battery", "escalation", "cross-check", "sanity checks", "active test: on-gradient", "active test: lure"]
+
+
+def test_a_run_names_every_phase_records_its_seconds_and_quiet_silences_it(tmp_path, capsys, private_cache):
+    assert main(["run", *SMALL, "--out", str(tmp_path / "loud")]) == 0
+    err = capsys.readouterr().err
+    for phase in [*PHASES, "report"]:
+        assert f"▸ {phase}" in err, phase
+    results = json.loads((tmp_path / "loud" / "results.json").read_text())
+    assert results["schema_version"] == SCHEMA_VERSION
+    assert set(PHASES) <= set(results["extras"]["phase_seconds"])
+    assert "Where the time went" in (tmp_path / "loud" / "report.md").read_text()
+    assert main(["run", *SMALL, "--quiet", "--out", str(tmp_path / "quiet")]) == 0
+    captured = capsys.readouterr()
+    assert "▸" not in captured.err and captured.out == ""
+
+
+def test_the_clock_beats_while_a_phase_runs_and_is_silent_when_quiet(capsys):
+    clock = PhaseClock(quiet=False, interval=0.05)
+    with clock.phase("slow work"):
+        time.sleep(0.3)
+    clock.close()
+    err = capsys.readouterr().err
+    assert "▸ slow work" in err and "… slow work:" in err and "so far" in err
+    assert clock.seconds["slow work"] >= 0.3
+    quiet = PhaseClock(quiet=True, interval=0.05)
+    with quiet.phase("slow work"):
+        time.sleep(0.15)
+    quiet.close()
+    assert capsys.readouterr().err == ""
