@@ -59,10 +59,7 @@ class GradientPath(Attack):
         paths = per * len(kinds)
         owner = torch.arange(n, device=x.device).repeat(paths)  # row → point
         center, labels = x[owner], y[owner]
-        aim = torch.full((n, per), -1, dtype=torch.long, device=x.device)
-        if goals is not None:
-            aim[:, 1:] = goals
-        aim = aim.T.reshape(-1).repeat(len(kinds))  # -1: untargeted
+        aim = _aims(goals, n, per, len(kinds), x.device)
         z = torch.cat([start(kind, x.repeat(per, *([1] * len(shape))), threat.eps, threat, generator, view.logits)
                        for kind in kinds])
         found = x.clone()
@@ -111,6 +108,14 @@ class GradientPath(Attack):
         found[~broken] = last[~broken]
         queries += passes * paths
         return AttackOutput(found, queries, {"loss": trace})
+
+
+def _aims(goals: torch.Tensor | None, n: int, per: int, starts: int, device) -> torch.Tensor:
+    """Each path row's target class (−1: untargeted), in row order: per start kind, per path, per point."""
+    aim = torch.full((n, per), -1, dtype=torch.long, device=device)
+    if goals is not None:
+        aim[:, 1:] = goals
+    return aim.T.reshape(-1).repeat(starts)
 
 
 class TargetedGradientPath(GradientPath):

@@ -67,12 +67,7 @@ class Square(Attack):
         rows = len(owner)
         here = owner.to(x.device)
         img = x.reshape(n, c, h, w)[here]
-        if threat.norm is Norm.LINF:
-            delta = eps * (torch.randint(0, 2, (rows, c, 1, w), generator=generator, device="cpu").to(x) * 2 - 1)
-            delta = delta.expand(rows, c, h, w).clone()
-        else:
-            delta = torch.randn(rows, c, h, w, generator=generator, device="cpu").to(x)
-            delta = delta * eps / delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+        delta = _initial_delta(threat, (rows, c, h, w), x, generator)
 
         def candidate(d: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
             flat = (img[which] + d).reshape(len(which), *shape)
@@ -92,28 +87,12 @@ class Square(Attack):
         broken = torch.zeros(n, dtype=torch.bool, device="cpu")
         broken[owner[fooled]] = True
         trace = [float(loss.mean())]
-        hh = torch.arange(h, device=x.device).view(1, 1, h, 1)
-        ww = torch.arange(w, device=x.device).view(1, 1, 1, w)
         iterations = max(1, budget // (k * getattr(oracle, "draws", 1)))  # a randomized shell's rows cost draws
         for it in range(1, iterations):
             todo = (~broken[owner] & (oracle.remaining()[owner] >= k)).nonzero().squeeze(1)
             if len(todo) == 0:
                 break
-            p = fraction(it, iterations, self.p_init)
-            side = max(1, min(h, w, round((p * h * w) ** 0.5)))
-            top = torch.randint(0, h - side + 1, (len(todo),), generator=generator, device="cpu").to(x.device)
-            left = torch.randint(0, w - side + 1, (len(todo),), generator=generator, device="cpu").to(x.device)
-            top, left = top.view(-1, 1, 1, 1), left.view(-1, 1, 1, 1)
-            window = (hh >= top) & (hh < top + side) & (ww >= left) & (ww < left + side)
-            old = delta[todo]
-            if threat.norm is Norm.LINF:
-                signs = torch.randint(0, 2, (len(todo), c, 1, 1), generator=generator, device="cpu")
-                value = eps * (signs.to(x) * 2 - 1)
-                new = torch.where(window, value.expand_as(old), old)
-            else:
-                bump = torch.randn(len(todo), c, 1, 1, generator=generator, device="cpu").to(x).sign()
-                new = old + window * bump * eps / side
-                new = new * eps / new.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+            new = _square_step(delta[todo], fraction(it, iterations, self.p_init), threat, generator)
             proposal = candidate(new, todo)
             new_loss, new_fooled = scores(proposal, todo)
             better = new_loss > loss[todo]
@@ -128,6 +107,35 @@ class Square(Attack):
         pick = rank.argmax(dim=1)
         x_adv = current.view(n, k, *shape)[torch.arange(n, device=x.device), pick.to(x.device)]
         return AttackOutput(x_adv, oracle.queries.clone(), {"loss": trace})
+
+
+def _initial_delta(threat: Threat, size: tuple[int, int, int, int], x: torch.Tensor, generator) -> torch.Tensor:
+    """Square's start: vertical stripes of ±ε (L∞), or a Gaussian scaled to ε (L2); rows × C × H × W."""
+    rows, c, h, w = size
+    if threat.norm is Norm.LINF:
+        delta = threat.eps * (torch.randint(0, 2, (rows, c, 1, w), generator=generator, device="cpu").to(x) * 2 - 1)
+        return delta.expand(rows, c, h, w).clone()
+    delta = torch.randn(rows, c, h, w, generator=generator, device="cpu").to(x)
+    return delta * threat.eps / delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+
+
+def _square_step(old: torch.Tensor, p: float, threat: Threat, generator) -> torch.Tensor:
+    """One proposal per row of `old` (rows × C × H × W): a random square window holding a share `p` of the
+    image set to ±ε per channel (L∞), or bumped by ±ε/side and rescaled to the L2 sphere."""
+    rows, c, h, w = old.shape
+    eps, device = threat.eps, old.device
+    side = max(1, min(h, w, round((p * h * w) ** 0.5)))
+    top = torch.randint(0, h - side + 1, (rows,), generator=generator, device="cpu").to(device).view(-1, 1, 1, 1)
+    left = torch.randint(0, w - side + 1, (rows,), generator=generator, device="cpu").to(device).view(-1, 1, 1, 1)
+    hh = torch.arange(h, device=device).view(1, 1, h, 1)
+    ww = torch.arange(w, device=device).view(1, 1, 1, w)
+    window = (hh >= top) & (hh < top + side) & (ww >= left) & (ww < left + side)
+    if threat.norm is Norm.LINF:
+        signs = torch.randint(0, 2, (rows, c, 1, 1), generator=generator, device="cpu")
+        return torch.where(window, (eps * (signs.to(old) * 2 - 1)).expand_as(old), old)
+    bump = torch.randn(rows, c, 1, 1, generator=generator, device="cpu").to(old).sign()
+    new = old + window * bump * eps / side
+    return new * eps / new.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
 
 
 class TargetedSquare(Square):

@@ -157,10 +157,10 @@ def call_factory(factory: Callable, model: nn.Module, options: dict) -> nn.Modul
     return factory(model, **accepted_options(factory, options))
 
 
-def build_shell(kind: str, model: nn.Module, norm: Norm | str, bounds: Bounds, delta: float,
-                p: float = 0.9, seed: int = 0, dataset=None, **options) -> nn.Module:
-    """The registered shell `kind` around `model` with the given options (`dataset`: the data a defense's
-    generative part is trained on, for factories that take it)."""
+def build_shell(kind: str, model: nn.Module, norm: Norm | str, bounds: Bounds, delta: float, dataset=None,
+                **options) -> nn.Module:
+    """The registered shell `kind` around `model` with the given shell options (p = 0.9 and seed = 0 unless given;
+    `dataset`: the data a defense's generative part is trained on, for factories that take it)."""
     factories = shell_factories()
     if kind not in factories:
         raise ValueError(f"unknown shell {kind!r}; choose one of: {', '.join(factories)}, "
@@ -168,5 +168,5 @@ def build_shell(kind: str, model: nn.Module, norm: Norm | str, bounds: Bounds, d
     factory = factories[kind]
     if dataset is not None and takes_dataset(factory):
         factory = functools.partial(factory, dataset=dataset)
-    return call_factory(factory, model, {"delta": delta, "p": p, "norm": norm, "bounds": bounds, "seed": seed,
-                                         **options})
+    return call_factory(factory, model, {"p": 0.9, "seed": 0, **options, "delta": delta, "norm": norm,
+                                         "bounds": bounds})

@@ -92,18 +92,45 @@ def test_shells_and_attacks_never_import_the_runner_the_pipeline_or_the_reports(
             assert not imported & UPPER, f"{module} imports {sorted(imported & UPPER)}"
 
 
-def test_no_function_in_the_package_is_over_60_lines_or_8_parameters():
-    """Long functions and long argument lists are where run state used to travel; the run context carries it."""
-    too_big = []
-    for path in (ROOT / "robustness_eval").rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                arguments = node.args
-                count = (len(arguments.posonlyargs) + len(arguments.args) + len(arguments.kwonlyargs)
-                         + bool(arguments.vararg) + bool(arguments.kwarg))
-                count -= bool(arguments.args) and arguments.args[0].arg in ("self", "cls")
-                lines = node.end_lineno - node.lineno + 1
-                if lines > 60 or count > 8:
-                    too_big.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines} lines, {count} "
-                                   "parameters)")
-    assert too_big == []
+SIZE_RULE_PACKAGES = ("robustness_eval", "attacks", "shells", "benchmarks")
+# Over the rule today, each with the reason it is not yet mended; the test fails when one is mended (take it off)
+# or when anything else breaks the rule. #35 keeps the list to zero as its goal.
+KNOWN_OVER = {
+    "shells/mcn.py MCNShell.__init__": "11 recorded constructor arguments, bound to every run's configuration and "
+                                       "passed by keyword at ~100 call sites: an options dataclass is the fix",
+    "shells/ncn.py NCNShell.__init__": "14 recorded constructor arguments (as MCN's, plus the penalty method's)",
+    "shells/defense_gan.py DefenseGANShell.__init__": "9 recorded constructor arguments",
+    "attacks/surrogate.py SurrogatePGD.__init__": "PGD's 7 arguments + draws + search_shells: wants the shared "
+                                                  "gradient-attack base",
+    "benchmarks/report.py write_results": "one 114-line report writer",
+    "benchmarks/peers.py _row": "9 columns of one table row",
+    "benchmarks/peers.py run": "68 lines: the peer comparison in one function",
+}
+
+
+def _over_the_rule() -> dict[str, str]:
+    found = {}
+    for package in SIZE_RULE_PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            tree = ast.parse(path.read_text())
+            owners = {child: node.name for node in ast.walk(tree) if isinstance(node, ast.ClassDef)
+                      for child in node.body}
+            for node in ast.walk(tree):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    arguments = node.args
+                    count = (len(arguments.posonlyargs) + len(arguments.args) + len(arguments.kwonlyargs)
+                             + bool(arguments.vararg) + bool(arguments.kwarg))
+                    count -= bool(arguments.args) and arguments.args[0].arg in ("self", "cls")
+                    lines = node.end_lineno - node.lineno + 1
+                    if lines > 60 or count > 8:
+                        name = f"{owners[node]}.{node.name}" if node in owners else node.name
+                        found[f"{path.relative_to(ROOT)} {name}"] = f"{lines} lines, {count} parameters"
+    return found
+
+
+def test_no_function_in_any_package_is_over_60_lines_or_8_parameters():
+    """Long functions and long argument lists are where run state used to travel; the run context carries it. The
+    rule covers the engine, the attacks, the shells and the benchmarks; KNOWN_OVER lists what is not mended yet."""
+    over = _over_the_rule()
+    assert {k: v for k, v in over.items() if k not in KNOWN_OVER} == {}
+    assert sorted(set(KNOWN_OVER) - set(over)) == [], "mended: take it off KNOWN_OVER"
