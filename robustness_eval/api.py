@@ -94,6 +94,8 @@ def _prepare(model: nn.Module, shell, data: Dataset | tuple, threat: Threat, opt
                               chunk=options.chunk or stored_chunk(directory) or default_chunk(device))
     x, y, data_name, split, truth = select_points(data, options.n_points)
     x, y = check_points(x, y, threat)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"`model` must be a torch.nn.Module returning logits (got {type(model).__name__})")
     check_model_device(model)
     model.to(device)  # in place, as nn.Module.to does: the shell wraps this same object
     x, y = x.to(device).clone(), y.to(device).clone()  # the caller's tensors stay theirs
