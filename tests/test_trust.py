@@ -263,7 +263,7 @@ def test_meta_device_inputs_and_models_are_refused_naming_the_argument(digits, d
     with pytest.raises(ValueError, match="`x` is on the meta device"):
         robustness_eval.evaluate(digits_adversarial, MCNShell(digits_adversarial, 0.1), (x, digits.y_test[:24]),
                                  Threat("linf", 0.1), **API)
-    with pytest.raises(TypeError, match="`model` must be a torch.nn.Module"):
+    with pytest.raises(TypeError, match=r"`model` must be a torch\.nn\.Module"):
         robustness_eval.evaluate("model.pt", lambda m: MCNShell(m, 0.1), digits, Threat("linf", 0.1), **API)
     meta_model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10, device="meta"))
     with pytest.raises(ValueError, match=r"`model` has 1\.weight on the meta device"):
