@@ -396,7 +396,8 @@ def test_infinite_bounds_are_warned_about(digits, digits_adversarial):
     x, y = digits.x_test[:12], digits.y_test[:12]
     with pytest.warns(UserWarning, match=r"the bounds \[-inf, inf\] are infinite"):
         robustness_eval.evaluate(digits_adversarial, lambda m: MCNShell(m, 0.05), (x, y),
-                                 Threat("linf", 0.1, Bounds(-math.inf, math.inf)), **{**API, "attacks": "pgd"})
+                                 Threat("linf", 0.1, Bounds(-math.inf, math.inf)),
+                                 **{**API, "attacks": "pgd", "budgets": {"pgd": 10}})
 
 
 def test_a_config_naming_data_twice_is_refused(tmp_path, capsys):
@@ -455,7 +456,7 @@ def test_hostile_names_in_every_user_field_render_as_text_in_reports_and_compari
     runs = []
     for number in (1, 2):
         result = robustness_eval.evaluate(digits_adversarial, HostileShell(digits_adversarial), data,
-                                          Threat("linf", 0.1), **{**API, "attacks": "pgd"},
+                                          Threat("linf", 0.1), **{**API, "attacks": "pgd", "budgets": {"pgd": 10}},
                                           call={"command": f"robustness-eval run --shell '{HOSTILE}'"})
         runs.append(tmp_path / f"run{number}")
         result.to_report(runs[-1])
