@@ -249,8 +249,15 @@ class ResultStore:
                     f"{self.path} holds results but no digest (written before stores kept one, or the digest was "
                     "removed): it cannot be trusted; remove it (or choose another directory) and rerun")
             return {}
-        recorded = {key: int(value, 16) for key, value in json.loads(row[0]).items()}
-        for key in sorted(set(recorded) | set(found), key=lambda k: (list(SECTIONS).index(k.split("/")[0]), k)):
+        try:
+            recorded = {str(key): int(value, 16) for key, value in json.loads(row[0]).items()}
+        except (ValueError, TypeError, AttributeError):
+            raise StoreIntegrityError(f"{self.path}: the store's digest is not readable (edited outside the suite); "
+                                      "the store cannot be trusted: remove it (or choose another directory) and "
+                                      "rerun") from None
+        order = list(SECTIONS)
+        for key in sorted(set(recorded) | set(found),
+                          key=lambda k: (order.index(k.split("/")[0]) if k.split("/")[0] in order else len(order), k)):
             if recorded.get(key, 0) != found.get(key, 0):
                 table, _, phase = key.partition("/")
                 raise StoreIntegrityError(

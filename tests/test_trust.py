@@ -132,12 +132,19 @@ def test_store_surgery_in_any_table_is_refused_on_resume_and_report(finished, tm
     assert f"the {table} table" in capsys.readouterr().err
 
 
-def test_a_store_without_its_digest_is_refused(finished, tmp_path):
+@pytest.mark.parametrize(("value", "said"), [(None, "holds results but no digest"),
+                                            ("not json", "digest is not readable"),
+                                            ('{"rows/main": "zz"}', "digest is not readable"),
+                                            ('{"elsewhere": "01"}', "the meta table does not match")])
+def test_a_store_whose_digest_is_missing_or_forged_is_refused(finished, tmp_path, value, said):
     out = _copy(finished, tmp_path / "run")
     with sqlite3.connect(out / DB_NAME) as db:
-        db.execute("DELETE FROM meta WHERE key = 'digest'")
+        if value is None:
+            db.execute("DELETE FROM meta WHERE key = 'digest'")
+        else:
+            db.execute("UPDATE meta SET value = ? WHERE key = 'digest'", (value,))
     db.close()
-    with pytest.raises(StoreIntegrityError, match="holds results but no digest"):
+    with pytest.raises(StoreIntegrityError, match=said):
         ResultStore.reader(out)
 
 
