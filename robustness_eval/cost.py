@@ -43,6 +43,8 @@ def seconds_per_point(module: nn.Module, x: torch.Tensor) -> float:
     start = time.perf_counter()
     with torch.no_grad():
         module(batch)
+    if batch.is_cuda:  # kernels run asynchronously: wait for them before reading the clock
+        torch.cuda.synchronize(batch.device)
     return (time.perf_counter() - start) / len(batch)
 
 
