@@ -74,6 +74,30 @@ PRESETS: dict[str, list[tuple[str, int | None, dict]]] = {
 }
 
 
+# Escalation's rounds, as data like the presets: (name, budget, counts) per target, where round n multiplies the
+# budget and every count by 2**(n-1); an attack with restarts starts them past the deterministic start at x.
+# "shell" entries run where the shell offers what they need; "shell-always" ones (black box) always run.
+ESCALATION: dict[str, list[tuple[str, int, dict[str, int]]]] = {
+    "base": [("bpda-base", 40, {}), ("pgd", 100, {"restarts": 10}), ("cw-t", 100, {"restarts": 1}),
+             ("square", 500, {})],
+    "shell": [("pgd", 100, {"restarts": 10}), ("pgd-e2e", 100, {"restarts": 3}), ("cw-e2e-t", 100, {"restarts": 1}),
+              ("pgd-fixed", 100, {"restarts": 2}), ("eot", 40, {}), ("pgd-surrogate", 100, {"restarts": 2, "draws": 8}),
+              ("pgd-path-t", 20, {"restarts": 1}), ("lookahead", 40, {"restarts": 6}), ("minmax", 20, {"restarts": 5}),
+              ("minmax-t", 20, {"restarts": 1}), ("bpda", 30, {"restarts": 2})],
+    "shell-always": [("square", 500, {}), ("rays", 1000, {})],
+}
+
+
+def escalation_attack(name: str, budget: int, counts: dict[str, int], number: int, **objects) -> Attack:
+    """One entry of `ESCALATION` built for round `number` (`objects`: run-time arguments, e.g. bpda-base's
+    surrogate)."""
+    scale = 2 ** (number - 1)
+    options = {key: value * scale for key, value in counts.items()}
+    if "restarts" in counts:
+        options["first_restart"] = 1
+    return attack_classes()[name](budget=budget * scale, **options, **objects)
+
+
 def attack_classes() -> dict[str, type[Attack]]:
     """Every named attack: the built-in ones, then those registered by installed packages."""
     found = dict(ATTACKS)

@@ -264,7 +264,7 @@ def cmd_check_shell(args: argparse.Namespace, _: list[str]) -> int:
 
 
 def cmd_attacks(_: argparse.Namespace, __: list[str]) -> int:
-    from attacks.registry import PRESETS, attack_classes
+    from attacks.registry import ESCALATION, PRESETS, attack_classes
 
     print(f"{'name':15s} {'kind':15s} {'view':12s} {'budget':>7s}  {'needs':28s} description")
     for name, cls in attack_classes().items():
@@ -276,6 +276,10 @@ def cmd_attacks(_: argparse.Namespace, __: list[str]) -> int:
             settings = [*([str(budget)] if budget else []), *(f"{k}={v}" for k, v in options.items())]
             listed.append(f"{name}({', '.join(settings)})" if settings else name)
         print(f"preset {preset}: {', '.join(listed)}")
+    for group, entries in ESCALATION.items():
+        listed = [f"{name}({', '.join([str(budget), *(f'{k}={v}' for k, v in counts.items())])})"
+                  for name, budget, counts in entries]
+        print(f"escalation round 1 ({group}; round n: × 2^(n-1)): {', '.join(listed)}")
     return 0
 
 

@@ -34,17 +34,7 @@ import torch
 from torch import nn
 
 from attacks.base import Attack
-from attacks.bpda import BPDA
-from attacks.bpda_base import BPDABase
-from attacks.end_to_end import EndToEndPGD, TargetedEndToEndCW
-from attacks.eot import EOT
-from attacks.lookahead import LookAhead
-from attacks.minmax import MinMax, TargetedMinMax
-from attacks.path import TargetedGradientPath
-from attacks.pgd import PGD, MultiTargetedCW
-from attacks.rays import RayS
-from attacks.square import Square
-from attacks.surrogate import FixedRandomnessPGD, SurrogatePGD
+from attacks.registry import ESCALATION, escalation_attack
 from robustness_eval.ascent import input_gradient
 from robustness_eval.options import ESCALATION_CAP_SECONDS as TIME_CAP_SECONDS
 from robustness_eval.runner import Run, run_more, summarise
@@ -131,31 +121,20 @@ def indicators(results: dict, diagnostics: dict, unbounded: dict | None, target:
 
 
 def round_attacks(target: str, offered: frozenset[str], number: int, surrogate: nn.Module | None) -> list[Attack]:
-    """The attacks of round `number` (1, 2, ...) on `target`; budgets and restarts double each round.
+    """The attacks of round `number` (1, 2, ...) on `target`, from `attacks.registry.ESCALATION`; budgets and
+    restarts double each round.
 
     Restarts begin past the deterministic start at x (`first_restart=1`): a round's own seeds give it
     new ODS and uniform starts. The targeted forms (toward each likely wrong class) join the untargeted
     ones, since a verdict that moves is one the battery's main attacks did not settle."""
-    scale = 2 ** (number - 1)
     tag = f"@esc{number}"
     if target == "base":
-        attacks = [BPDABase(budget=40 * scale, surrogate=surrogate),
-                   PGD(budget=100 * scale, restarts=10 * scale, first_restart=1),
-                   MultiTargetedCW(budget=100 * scale, restarts=scale, first_restart=1), Square(budget=500 * scale)]
+        attacks = [escalation_attack(*entry, number, **({"surrogate": surrogate} if entry[0] == "bpda-base" else {}))
+                   for entry in ESCALATION["base"]]
     else:
-        candidates = (PGD(budget=100 * scale, restarts=10 * scale, first_restart=1),
-                      EndToEndPGD(budget=100 * scale, restarts=3 * scale, first_restart=1),
-                      TargetedEndToEndCW(budget=100 * scale, restarts=scale, first_restart=1),
-                      FixedRandomnessPGD(budget=100 * scale, restarts=2 * scale, first_restart=1),
-                      EOT(budget=40 * scale),
-                      SurrogatePGD(budget=100 * scale, restarts=2 * scale, first_restart=1, draws=8 * scale),
-                      TargetedGradientPath(budget=20 * scale, restarts=scale, first_restart=1),
-                      LookAhead(budget=40 * scale, restarts=6 * scale, first_restart=1),
-                      MinMax(budget=20 * scale, restarts=5 * scale, first_restart=1),
-                      TargetedMinMax(budget=20 * scale, restarts=scale, first_restart=1),
-                      BPDA(budget=30 * scale, restarts=2 * scale, first_restart=1))
+        candidates = [escalation_attack(*entry, number) for entry in ESCALATION["shell"]]
         attacks = [a for a in candidates if a.skip_reason(offered) is None]
-        attacks += [Square(budget=500 * scale), RayS(budget=1000 * scale)]
+        attacks += [escalation_attack(*entry, number) for entry in ESCALATION["shell-always"]]
     return [attack.renamed(attack.name + tag, target) for attack in attacks]
 
 

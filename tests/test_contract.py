@@ -75,3 +75,18 @@ def test_the_clock_beats_while_a_phase_runs_and_is_silent_when_quiet(capsys):
         time.sleep(0.15)
     quiet.close()
     assert capsys.readouterr().err == ""
+
+
+def test_escalation_rounds_are_registry_data_doubled_each_round():
+    from attacks.registry import ESCALATION, attack_classes
+    from robustness_eval.escalation import round_attacks
+
+    assert all(name in attack_classes() for entries in ESCALATION.values() for name, _, _ in entries)
+    first, second = (round_attacks("base", frozenset(), number, None) for number in (1, 2))
+    assert [attack.name for attack in first] == [f"{name}@esc1" for name, _, _ in ESCALATION["base"]]
+    assert [attack.budget * 2 for attack in first] == [attack.budget for attack in second]
+    assert [getattr(a, "restarts", 1) * 2 for a in first if "restarts" in vars(a)] == [
+        a.restarts for a in second if "restarts" in vars(a)]
+    shell = round_attacks("shell", frozenset({"search", "per-class-search", "deterministic"}), 1, None)
+    assert {"minmax@esc1", "lookahead@esc1", "square@esc1", "rays@esc1"} <= {a.name for a in shell}
+    assert "pgd-e2e@esc1" not in {a.name for a in shell}  # needs `differentiable`
