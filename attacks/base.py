@@ -120,3 +120,23 @@ class Attack:
     def _run(self, view, x: torch.Tensor, y: torch.Tensor, threat: Threat, budget: int,
              generator: torch.Generator) -> AttackOutput:
         raise NotImplementedError
+
+
+def check_targets(targets: int) -> int:
+    """The number of target classes an attack aims at (0: untargeted); a ValueError for anything but an int ≥ 0."""
+    if isinstance(targets, bool) or not isinstance(targets, int) or targets < 0:
+        raise ValueError(f"`targets` must be an integer ≥ 0 (got {targets!r})")
+    return targets
+
+
+class RestartingAttack(Attack):
+    """An attack with restarts drawn from a start schedule (`first_restart`: where in the schedule it begins, so a
+    later round continues it) and, optionally, target classes: the arguments and checks the gradient attacks
+    share."""
+
+    def __init__(self, budget: int = 100, restarts: int = 1, targets: int = 0, first_restart: int = 0) -> None:
+        super().__init__(budget)
+        self.first_restart = first_restart
+        self.restarts = check_positive_int(restarts, "restarts")
+        self.targets = check_targets(targets)
+

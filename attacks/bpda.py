@@ -25,14 +25,14 @@ from __future__ import annotations
 import torch
 
 from attacks.apgd import apgd_ascent
-from attacks.base import Attack, AttackOutput
+from attacks.base import Attack, AttackOutput, RestartingAttack
 from attacks.losses import margin, targeted_margin, wrong_classes
 from attacks.starts import schedule, start
 from robustness_eval.ascent import projected_ascent, unrolled_ball_ascent
-from robustness_eval.types import AttackKind, Threat, check_positive_int
+from robustness_eval.types import AttackKind, Threat
 
 
-class BPDA(Attack):
+class BPDA(RestartingAttack):
     """Straight-through BPDA with an APGD outer loop (see module docstring)."""
 
     name = "bpda"
@@ -41,12 +41,7 @@ class BPDA(Attack):
     description = "BPDA straight-through the search factor, APGD outer loop"
 
     def __init__(self, budget: int = 30, restarts: int = 1, targets: int = 0, first_restart: int = 0) -> None:
-        super().__init__(budget)
-        self.first_restart = first_restart
-        self.restarts = check_positive_int(restarts, "restarts")
-        if isinstance(targets, bool) or not isinstance(targets, int) or targets < 0:
-            raise ValueError(f"`targets` must be an integer ≥ 0 (got {targets!r})")
-        self.targets = targets
+        super().__init__(budget, restarts, targets, first_restart)
 
     requires = frozenset({"search", "deterministic"})
 

@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import torch
 
-from attacks.base import Attack, AttackOutput
+from attacks.base import AttackOutput, RestartingAttack
 from attacks.starts import schedule, start
 from robustness_eval.ascent import ascent_step
-from robustness_eval.types import AttackKind, Threat, check_positive_int
+from robustness_eval.types import AttackKind, Threat
 
 
-class MinMax(Attack):
+class MinMax(RestartingAttack):
     """Outer PGD on the shell's per-class search margin (see module docstring)."""
 
     name = "minmax"
@@ -42,12 +42,7 @@ class MinMax(Attack):
     description = "min-max through the shell's per-class searches (Danskin gradient), untargeted and targeted"
 
     def __init__(self, budget: int = 20, restarts: int = 5, targets: int = 0, first_restart: int = 0) -> None:
-        super().__init__(budget)
-        self.first_restart = first_restart
-        self.restarts = check_positive_int(restarts, "restarts")
-        if isinstance(targets, bool) or not isinstance(targets, int) or targets < 0:
-            raise ValueError(f"`targets` must be an integer ≥ 0 (got {targets!r})")
-        self.targets = targets
+        super().__init__(budget, restarts, targets, first_restart)
 
     requires = frozenset({"per-class-search", "deterministic"})
 

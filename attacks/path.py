@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import torch
 
-from attacks.base import Attack, AttackOutput
+from attacks.base import AttackOutput, RestartingAttack
 from attacks.losses import margin, targeted_margin, wrong_classes
 from attacks.starts import schedule, start
 from robustness_eval.ascent import ascent_step
 from robustness_eval.types import AttackKind, Threat, check_positive_int
 
 
-class GradientPath(Attack):
+class GradientPath(RestartingAttack):
     """Margin PGD on F from a full-radius opening step, the shell checked at checkpoints (see module docstring)."""
 
     name = "pgd-path"
@@ -41,13 +41,9 @@ class GradientPath(Attack):
 
     def __init__(self, budget: int = 20, checkpoints: int = 5, rel_step: float = 2.5, restarts: int = 3,
                  targets: int = 0, first_restart: int = 0) -> None:
-        super().__init__(budget)
-        self.first_restart = first_restart
+        super().__init__(budget, restarts, targets, first_restart)
         self.checkpoints = check_positive_int(checkpoints, "checkpoints")
-        self.restarts = check_positive_int(restarts, "restarts")
-        if isinstance(targets, bool) or not isinstance(targets, int) or targets < 0:
-            raise ValueError(f"`targets` must be an integer ≥ 0 (got {targets!r})")
-        self.rel_step, self.targets = rel_step, targets
+        self.rel_step = rel_step
 
     def _run(self, view, x, y, threat: Threat, budget: int, generator) -> AttackOutput:
         n, shape = x.shape[0], tuple(x.shape[1:])

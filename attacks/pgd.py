@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import torch
 
-from attacks.base import Attack, AttackOutput
+from attacks.base import AttackOutput, RestartingAttack
 from attacks.losses import LOSSES, margin, targeted_margin, wrong_classes
 from attacks.starts import schedule, start
 from robustness_eval.ascent import projected_ascent
-from robustness_eval.types import AttackKind, Threat, check_positive_int
+from robustness_eval.types import AttackKind, Threat
 
 
-class PGD(Attack):
+class PGD(RestartingAttack):
     """Untargeted PGD on F with cross-entropy loss (see module docstring)."""
 
     name = "pgd"
@@ -38,12 +38,8 @@ class PGD(Attack):
 
     def __init__(self, budget: int = 100, restarts: int = 5, rel_step: float = 2.5, targets: int = 0,
                  mixed: bool = True, deep: bool = True, first_restart: int = 0) -> None:
-        super().__init__(budget)
-        self.first_restart = first_restart
-        self.restarts = check_positive_int(restarts, "restarts")
-        if isinstance(targets, bool) or not isinstance(targets, int) or targets < 0:
-            raise ValueError(f"`targets` must be an integer ≥ 0 (got {targets!r})")
-        self.rel_step, self.targets, self.mixed, self.deep = rel_step, targets, bool(mixed), bool(deep)
+        super().__init__(budget, restarts, targets, first_restart)
+        self.rel_step, self.mixed, self.deep = rel_step, bool(mixed), bool(deep)
 
     def _run(self, view, x, y, threat: Threat, budget: int, generator) -> AttackOutput:
         n, shape = x.shape[0], tuple(x.shape[1:])

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from attacks.base import Attack, AttackOutput
+from attacks.base import Attack, AttackOutput, check_targets
 from attacks.blackbox import spatial_shape
 from attacks.losses import margin, targeted_margin
 from robustness_eval.norms import project
@@ -47,9 +47,7 @@ class Square(Attack):
         super().__init__(budget)
         self.p_init = p_init
         self.draws = None if draws is None else check_positive_int(draws, "draws")
-        if isinstance(targets, bool) or not isinstance(targets, int) or targets < 0:
-            raise ValueError(f"`targets` must be an integer ≥ 0 (got {targets!r})")
-        self.targets = targets
+        self.targets = check_targets(targets)
 
     def _run(self, oracle, x, y, threat: Threat, budget: int, generator) -> AttackOutput:
         n, shape = x.shape[0], tuple(x.shape[1:])
