@@ -220,11 +220,12 @@ def sections(results: dict, plots: Plots) -> list[Section]:
 def _intro(results: dict) -> Section:
     cfg = results["config"]
     threat, shell = cfg["threat"], cfg["shell_parameters"]
+    norm = shell.get("norm") if shell.get("norm") not in (None, "None") else threat["norm"]  # a shell with no norm
     intro = Section(
         f"Robustness report: {cfg.get('dataset', 'data')} / {model_title(cfg.get('model', 'model'))} / shell "
         f"{shell['kind']}",
         [f"Threat: {threat['norm']} ε = {threat['eps']:g}, bounds [{record_text(threat['bounds'])}]; shell "
-         f"{shell['kind']} (moves its input by at most {shell['radius']:g} in {shell.get('norm', threat['norm'])}"
+         f"{shell['kind']} (moves its input by at most {shell['radius']:g} in {norm}"
          + (f", p = {shell['threshold']:g}" if shell.get("threshold") is not None else "")
          + f"); {results['n_points']} points; seed {cfg.get('seed', 0)}. "
          f"Data split: {record_text(cfg.get('split', {}))}.", headline(results)])

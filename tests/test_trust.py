@@ -468,6 +468,7 @@ def test_hostile_names_in_every_user_field_render_as_text_in_reports_and_compari
         runs.append(tmp_path / f"run{number}")
         result.to_report(runs[-1])
         _assert_inert((runs[-1] / "report.md").read_text(), (runs[-1] / "report.html").read_text())
+        assert "moves its input by at most 0 in linf" in (runs[-1] / "report.md").read_text()  # the threat's norm
     labels = [f"{HOSTILE} {n}" for n in (1, 2)]
     compared = robustness_eval.compare(runs, tmp_path / "cmp", labels, {labels[0]: {"note": HOSTILE}})
     _assert_inert(compared.read_text(), compared.with_suffix(".html").read_text())
