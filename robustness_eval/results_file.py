@@ -16,8 +16,9 @@ REQUIRED_KEYS = ("config", "n_points", "clean_accuracy", "robust_accuracy", "tra
 
 
 def read_results(path: str | Path) -> dict:
-    """A results.json as a dict of the current schema: refused in one line if it is not one robustness-eval wrote
-    or a newer version wrote it; a file from before `schema_version` was recorded is version 1."""
+    """A results.json as a dict with its `schema_version` (1 for a file from before it was recorded, read as it
+    is: every later field is optional to its readers); refused in one line if robustness-eval did not write it or
+    a version of the suite this one does not know did."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; pass a directory written by `robustness-eval run`")
