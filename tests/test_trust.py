@@ -93,6 +93,16 @@ def test_check_shell_passes_the_readme_blur_example_that_run_accepts(tmp_path, c
     assert main(["run", *FAST, "--shell", f"{path}:build", "--out", str(tmp_path / "run")]) == 0
 
 
+def test_the_kit_api_calls_a_factory_as_run_does(tmp_path):
+    from robustness_eval.loading import load_object
+    from robustness_eval.testing import check_shell
+    from robustness_eval.testing.kit import input_space
+
+    build = load_object(f"{_readme_blur(tmp_path)}:build", "factory")  # the raw function, as a Python user has it
+    verdicts = {v.invariant: v.status for v in check_shell(build, space=input_space("1,8,8"))}
+    assert verdicts["factory"] == "pass" and "fail" not in verdicts.values()
+
+
 # --- 3. the store knows itself: surgery on any table is refused -------------------------------------------------
 def _surgery(db: sqlite3.Connection, table: str, operation: str) -> None:
     columns = [row[1] for row in db.execute(f"PRAGMA table_info({table})")]

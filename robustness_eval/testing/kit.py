@@ -75,7 +75,7 @@ def load_factory(spec: str, space: InputSpace = InputSpace()) -> Callable:
     if not callable(factory):
         raise ValueError(f"shell factory {spec}: not callable; pass module:factory where factory(model) returns "
                          "a shell")
-    return called_as_run(factory, space)
+    return called_as_run(factory, space)  # check_shell, applicable and check_invariant bind it too; once is enough
 
 
 def called_as_run(factory: Callable, space: InputSpace = InputSpace()) -> Callable:
@@ -83,12 +83,15 @@ def called_as_run(factory: Callable, space: InputSpace = InputSpace()) -> Callab
     factory accepts: delta = ε = 0.1, p = 0.9, norm linf, the input space's bounds, seed 0."""
     from shells.registry import call_factory
 
+    if getattr(factory, "called_as_run", False):
+        return factory
     options = {"delta": RUN_EPS, "p": RUN_P, "norm": Norm.LINF, "bounds": space.bounds, "seed": 0}
 
     def build(model: nn.Module) -> nn.Module:
         return call_factory(factory, model, options)
 
     build.__name__ = build.__qualname__ = getattr(factory, "__name__", "factory")
+    build.called_as_run = True
     return build
 
 
@@ -112,7 +115,7 @@ def probe_factory(factory: Callable, space: InputSpace = InputSpace()):
 
 def applicable(factory: Callable, space: InputSpace = InputSpace()) -> list[Invariant]:
     """The invariants that hold for the kind of shell the factory builds (probed on a tiny model)."""
-    shell, problem = probe_factory(factory, space)
+    shell, problem = probe_factory(called_as_run(factory, space), space)
     if problem:
         raise ValueError(problem)
     return [inv for inv in INVARIANTS if inv.applies_to(shell)]
@@ -120,7 +123,9 @@ def applicable(factory: Callable, space: InputSpace = InputSpace()) -> list[Inva
 
 def check_invariant(factory: Callable, invariant: Invariant, profile: str = "quick", seed: int = 0,
                     space: InputSpace = InputSpace()) -> Verdict:
-    """Run one invariant on many drawn cases; the verdict carries the shrunk counterexample."""
+    """Run one invariant on many drawn cases (the factory called as `run` calls it); the verdict carries the shrunk
+    counterexample."""
+    factory = called_as_run(factory, space)
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
     failing: dict = {}
@@ -149,7 +154,9 @@ def check_invariant(factory: Callable, invariant: Invariant, profile: str = "qui
 
 
 def check_shell(factory: Callable, profile: str = "quick", space: InputSpace = InputSpace()) -> list[Verdict]:
-    """Every invariant for this shell: pass / fail (with counterexample) / n/a; a broken factory fails its row."""
+    """Every invariant for this shell: pass / fail (with counterexample) / n/a; a broken factory fails its row. The
+    factory is called as `run` calls it (`called_as_run`), through the API as through the CLI."""
+    factory = called_as_run(factory, space)
     shell, problem = probe_factory(factory, space)
     if problem:
         return [Verdict("factory", "fail", message=problem),
