@@ -24,7 +24,7 @@ from robustness_eval.pipeline import Evaluation, ground_truth
 from robustness_eval.probe import probe_bpda, probe_model, probe_shell
 from robustness_eval.provenance import configuration, data_hash, run_config
 from robustness_eval.results import EvaluationResult
-from robustness_eval.run_directory import check_store_dir, check_stored_config, stored_chunk
+from robustness_eval.run_directory import check_store_dir, check_stored_config, stored_config
 from robustness_eval.runner import resolve_battery
 from robustness_eval.shell_source import ShellSource, bind_dataset, shell_source
 from robustness_eval.store import ResultStore
@@ -90,8 +90,9 @@ def _prepare(model: nn.Module, shell, data: Dataset | tuple, threat: Threat, opt
     directory = check_store_dir(options.store_dir)
     if directory is not None:
         ResultStore.check_free(directory)
+    stored = stored_config(directory)
     options = options.replace(device=device, backend=backend,
-                              chunk=options.chunk or stored_chunk(directory) or default_chunk(device))
+                              chunk=options.chunk or (stored or {}).get("chunk") or default_chunk(device))
     x, y, data_name, split, truth = select_points(data, options.n_points)
     x, y = check_points(x, y, threat)
     if not isinstance(model, nn.Module):
@@ -117,7 +118,7 @@ def _prepare(model: nn.Module, shell, data: Dataset | tuple, threat: Threat, opt
     points = {"dataset": data_name, "split": split, "data_hash": data_hash(x, y), "n_points_used": len(y)}
     config = configuration(points, model, source.shell, threat, sweep, battery, options, source.factory)
     combos = [(e, d) for e in sweep[0] for d in sweep[1]]
-    check_stored_config(directory, run_config(config, source.shell, *combos[0], threat))
+    check_stored_config(directory, run_config(config, source.shell, *combos[0], threat), stored)
     if options.bpda is not None:
         options.bpda.to(device)
         probe_bpda(options.bpda, model, x)
