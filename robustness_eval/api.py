@@ -15,7 +15,7 @@ import warnings
 from torch import nn
 
 from robustness_eval.backends import RayBackend, make_backend
-from robustness_eval.cost import check_limit, estimate, seconds_per_point
+from robustness_eval.cost import check_limit, estimate
 from robustness_eval.data import Dataset
 from robustness_eval.devices import default_chunk, resolve_device
 from robustness_eval.modules import borrowed
@@ -100,10 +100,11 @@ def _prepare(model: nn.Module, shell, data: Dataset | tuple, threat: Threat, opt
     check_model_device(model)
     model.to(device)  # in place, as nn.Module.to does: the shell wraps this same object
     x, y = x.to(device).clone(), y.to(device).clone()  # the caller's tensors stay theirs
-    classes, findings = probe_model(model, x, y)
+    timings: dict[str, float] = {}  # the probe's seconds per point, for the cost estimate
+    classes, findings = probe_model(model, x, y, timings)
     source = shell_source(bind_dataset(shell, data), model, threat, options.seed, options.shell_options)
     source.shell.to(device)
-    undeclared = probe_shell(source.shell, model, x, classes)  # non-empty: found random, marked so during the run
+    undeclared = probe_shell(source.shell, model, x, classes, timings)  # non-empty: found random, marked so in the run
     source.randomized, findings = bool(undeclared), findings + undeclared
     if source.randomized:
         source.shell.randomized = True  # for the configuration below; given back by `borrowed`
@@ -112,8 +113,7 @@ def _prepare(model: nn.Module, shell, data: Dataset | tuple, threat: Threat, opt
     sweep = _sweep(threat, source, options)
     findings += threat_findings(threat, sweep[1][0], x[0].numel())
     findings += battery_findings(options.attacks, options.budgets, battery)
-    cost = estimate(battery, len(y), seconds_per_point(model, x), seconds_per_point(source.shell, x),
-                    options.convergence)
+    cost = estimate(battery, len(y), timings["model"], timings["shell"], options.convergence)
     check_limit(cost, options.budget_limit_hours, options.budgets)
     points = {"dataset": data_name, "split": split, "data_hash": data_hash(x, y), "n_points_used": len(y)}
     config = configuration(points, model, source.shell, threat, sweep, battery, options, source.factory)

@@ -8,16 +8,11 @@ naming the flag and the estimate, instead of running for days without a word; th
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-
-import torch
-from torch import nn
 
 from attacks.base import Attack
 
 DEFAULT_LIMIT_HOURS = 24.0
-TIMED_POINTS = 16
 GRADIENT_FACTOR = 3.0  # a forward and a backward pass cost about three forwards
 ROUNDS_WITH_CONVERGENCE = 3.0  # the battery, then its doubled-budget round
 
@@ -37,20 +32,10 @@ class CostEstimate:
         return f"about {_duration(self.total)} for the battery on {self.points} points (estimated from one query)"
 
 
-def seconds_per_point(module: nn.Module, x: torch.Tensor) -> float:
-    """Seconds of one forward of `module` per point, timed on up to 16 points without gradients."""
-    batch = x[:TIMED_POINTS].clone()
-    start = time.perf_counter()
-    with torch.no_grad():
-        module(batch)
-    if batch.is_cuda:  # kernels run asynchronously: wait for them before reading the clock
-        torch.cuda.synchronize(batch.device)
-    return (time.perf_counter() - start) / len(batch)
-
-
 def estimate(battery: list[Attack], points: int, model_seconds: float, shell_seconds: float,
              convergence: bool) -> CostEstimate:
-    """Each attack's queries per point (budget × restarts × EOT draws) × the cost of one query on its view."""
+    """Each attack's queries per point (budget × restarts × EOT draws) × the cost of one query on its view
+    (`model_seconds`, `shell_seconds`: one forward per point, as the probe timed them)."""
     rounds = ROUNDS_WITH_CONVERGENCE if convergence else 1.0
     seconds = {}
     for attack in battery:

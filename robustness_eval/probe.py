@@ -10,6 +10,7 @@ fix, a warning says what the run does about it. Nothing is computed for the repo
 
 from __future__ import annotations
 
+import time
 import warnings
 
 import torch
@@ -28,12 +29,20 @@ def probe_batches(x: torch.Tensor) -> list[torch.Tensor]:
     return [x[:size].clone() for size in sizes]
 
 
-def _call(module: nn.Module, batch: torch.Tensor, argument: str, role: str) -> torch.Tensor:
-    """module(batch) without gradients; a crash or an in-place edit of the batch is a ValueError naming `argument`."""
+def _call(module: nn.Module, batch: torch.Tensor, argument: str, role: str,
+          timings: dict[str, float] | None = None) -> torch.Tensor:
+    """module(batch) without gradients; a crash or an in-place edit of the batch is a ValueError naming `argument`.
+    `timings[argument]` gets the call's seconds per point (the last, largest probe batch's stands: what the cost
+    estimate reads, so no forward is run only to be timed)."""
     kept = batch.clone()
     try:
+        start = time.perf_counter()
         with torch.no_grad():
             out = module(batch)
+        if timings is not None:
+            if batch.is_cuda:  # kernels run asynchronously: wait for them before reading the clock
+                torch.cuda.synchronize(batch.device)
+            timings[argument] = (time.perf_counter() - start) / len(batch)
     except Exception as error:
         raise ValueError(f"`{argument}` fails on a batch of {len(batch)} point(s) of shape {tuple(batch.shape[1:])} "
                          f"and dtype {batch.dtype}: {type(error).__name__}: {error}; pass {role} that takes "
@@ -58,7 +67,8 @@ def _differs(first: torch.Tensor, second: torch.Tensor) -> bool:
             or not torch.equal(first.argmax(1), second.argmax(1)))
 
 
-def probe_model(model, x: torch.Tensor, y: torch.Tensor) -> tuple[int, list[str]]:
+def probe_model(model, x: torch.Tensor, y: torch.Tensor,
+                timings: dict[str, float] | None = None) -> tuple[int, list[str]]:
     """F returns finite floating logits of shape (batch, classes ≥ 2) for every probe size, leaves its input
     alone and takes x's dtype; labels lie in range. Returns the class count and the findings to warn about.
 
@@ -82,7 +92,7 @@ def probe_model(model, x: torch.Tensor, y: torch.Tensor) -> tuple[int, list[str]
                          f"(x.to({wanted[0]}) in Python; an .npz saved as {wanted[0].removeprefix('torch.')})")
     classes, last, firsts = None, None, []
     for batch in probe_batches(x):
-        out = _call(model, batch, "model", "a model")
+        out = _call(model, batch, "model", "a model", timings)
         firsts.append((len(batch), out[:1]))
         if out.dim() != 2 or out.shape[0] != len(batch) or (classes is not None and out.shape[1] != classes):
             raise ValueError(f"`model` must return logits of shape (batch, classes); for {len(batch)} input(s) it "
@@ -104,7 +114,7 @@ def probe_model(model, x: torch.Tensor, y: torch.Tensor) -> tuple[int, list[str]
         findings.append("`model` seems to return probabilities (every row ≥ 0 and summing to 1), not logits; the "
                         "attacks' losses and margins are meant for logits: return the scores before the softmax "
                         "(log-probabilities also work)")
-    if _differs(out, _call(model, batch, "model", "a model")):
+    if _differs(out, _call(model, batch, "model", "a model", timings)):
         findings.append("`model` answers differently to the same input in eval mode (dropout with training=True, "
                         "or noise in its forward?); white-box attacks and every verdict on F assume a fixed F: "
                         "make its eval-mode forward deterministic")
@@ -126,7 +136,8 @@ def _composition_findings(argument: str, firsts: list[tuple[int, torch.Tensor]])
             "make its answer for a point independent of the batch"]
 
 
-def probe_shell(shell, model: nn.Module, x: torch.Tensor, classes: int) -> list[str]:
+def probe_shell(shell, model: nn.Module, x: torch.Tensor, classes: int,
+                timings: dict[str, float] | None = None) -> list[str]:
     """The shell is a module around `model` (not `model` itself) returning finite probability rows (≥ 0, summing
     to 1) of shape (batch, classes) for every probe size, and leaves its input alone.
 
@@ -147,14 +158,14 @@ def probe_shell(shell, model: nn.Module, x: torch.Tensor, classes: int) -> list[
                          "model you evaluate (or pass a factory and let evaluate() build it)")
     last, firsts = None, []
     for batch in probe_batches(x):
-        out = _call(shell, batch, "shell", "a shell")
+        out = _call(shell, batch, "shell", "a shell", timings)
         _check_probabilities(out, len(batch), classes)
         last = (batch, out)
         firsts.append((len(batch), out[:1]))
     batch, out = last
     if getattr(shell, "randomized", False):
         return []
-    if not _differs(out, _call(shell, batch, "shell", "a shell")):
+    if not _differs(out, _call(shell, batch, "shell", "a shell", timings)):
         return _composition_findings("shell", firsts)
     return [f"`shell` ({type(shell).__name__}) answers differently to the same input but does not declare "
             "`randomized = True`; it is treated as randomized (majority-of-5 verification, EOT, the "
