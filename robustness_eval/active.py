@@ -50,9 +50,10 @@ from torch import nn
 
 from robustness_eval.ascent import input_gradient
 from robustness_eval.progress import PhaseClock
+from robustness_eval.records import ActivePart, ActiveTest
 from robustness_eval.restart_check import restart_check
 from robustness_eval.runner import Run, attacks_run, resolve_battery, run_battery
-from robustness_eval.stats import ACTIVE_PASS_SHARE, clopper_pearson
+from robustness_eval.stats import ACTIVE_PASS_SHARE
 from robustness_eval.types import Norm, Threat
 from robustness_eval.units import Context
 from robustness_eval.verify import verify
@@ -190,7 +191,7 @@ def _usable(direction: torch.Tensor, x: torch.Tensor, room: float, threat: Threa
 
 
 def active_test(run: Run, make_shell, delta: float, attacks="fast", plants: dict[str, int] | None = None,
-                convergence: bool = True, restarts: bool = True, clock: PhaseClock | None = None) -> dict:
+                convergence: bool = True, restarts: bool = True, clock: PhaseClock | None = None) -> ActiveTest:
     """Plant (one run per construction, on the first `plants[construction]` points of `run`), verify the plants,
     run the battery on each planted target (`make_shell(planted)`, with `run`'s seed and backend), then, as the
     evaluation does, its doubled-budget round (`convergence`) and the restart check (`restarts`); report the
@@ -198,7 +199,7 @@ def active_test(run: Run, make_shell, delta: float, attacks="fast", plants: dict
     says how much the battery can miss."""
     threat = run.context.threat
     if threat.norm is not Norm.LINF:
-        return {"status": "not run", "reason": "the active test plants L∞ regions only"}
+        return ActiveTest(status="not run", reason="the active test plants L∞ regions only")
     plants = PLANTS if plants is None else plants
     unknown = sorted(set(plants) - set(CONSTRUCTIONS))
     if unknown:
@@ -208,19 +209,14 @@ def active_test(run: Run, make_shell, delta: float, attacks="fast", plants: dict
     for position, (name, count) in enumerate(plants.items()):
         with clock.phase(f"active test: {name}", f"construction {position + 1} of {len(plants)}, {count} plants"):
             by_construction[name] = _one_construction(run, count, make_shell, delta, attacks, name, rounds)
-    on_gradient = by_construction.get("on-gradient", {})
-    result = {**on_gradient, "constructions": by_construction}
-    if "share_found" in on_gradient:
-        result["status"] = "pass" if on_gradient["share_found"] >= PASS_SHARE else "fail"
-    off = [c for name, c in by_construction.items() if name in OFF_GRADIENT and "share_found" in c]
-    if off:
-        found, evaluated = sum(c["found"] for c in off), sum(c["evaluated"] for c in off)
-        result["off_gradient_share_found"] = found / evaluated
-    return result
+    on_gradient = by_construction.get("on-gradient", ActivePart(status="not run", reason="not planted"))
+    off = [c for name, c in by_construction.items() if name in OFF_GRADIENT and c.share_found is not None]
+    off_share = sum(c.found for c in off) / sum(c.evaluated for c in off) if off else None
+    return ActiveTest(**vars(on_gradient), constructions=by_construction, off_gradient_share_found=off_share)
 
 
 def _one_construction(run: Run, count: int, make_shell, delta: float, attacks, construction: str,
-                      rounds: dict) -> dict:
+                      rounds: dict) -> ActivePart:
     model, threat, seed = run.context.model, run.context.threat, run.seed
     x, y = run.context.x[:count], run.context.y[:count]
     planted = plant(model, x, y, threat, delta, construction, seed)
@@ -231,7 +227,7 @@ def _one_construction(run: Run, count: int, make_shell, delta: float, attacks, c
     valid = clean_ok & plant_ok
     idx = valid.nonzero().squeeze(1)
     if len(idx) == 0:
-        return {"status": "not run", "reason": "no plant could be verified", "planted": len(y), "valid": 0}
+        return ActivePart(status="not run", reason="no plant could be verified", planted=len(y), valid=0)
     # only the shell is scored, so F' is not attacked (a transfer attack is still crafted on it)
     planted_run = Run(Context(planted, shell, x[idx], y[idx], threat), seed, backend=run.backend, targets=("shell",))
     result = run_battery(planted_run, attacks, convergence=rounds["convergence"])
@@ -241,42 +237,9 @@ def _one_construction(run: Run, count: int, make_shell, delta: float, attacks, c
     found = sum(1 for p in result.points if p["shell_correct"] and p["broken_by"]["shell"] is not None)
     evaluated = sum(1 for p in result.points if p["shell_correct"])
     if not evaluated:  # a randomized shell can misclassify on the battery's draw a point it verified correct
-        return {"status": "not run", "planted": len(y), "valid": int(valid.sum()), "evaluated": 0,
-                "reason": "the shell misclassified every verified plant's clean point when the battery ran"}
+        return ActivePart(status="not run", planted=len(y), valid=int(valid.sum()), evaluated=0,
+                          reason="the shell misclassified every verified plant's clean point when the battery ran")
     share = found / evaluated
-    return {"status": "pass" if share >= PASS_SHARE else "fail", "planted": len(y), "valid": int(valid.sum()),
-            "evaluated": evaluated, "found": found, "share_found": share,
-            "found_by": {a["name"]: a["new_breaks"] for a in result.ladder("shell")}}
-
-
-def caveat(active: dict, robust_accuracy: float, breaks: int, n: int) -> dict | None:
-    """How far the shell's robust accuracy may be overstated, from the construction found least often.
-
-    None when every construction is found ≥ 95 %. Otherwise, with f = found / evaluated plants of that
-    construction and B the shell's verified breaks: the estimate B·(1 − f)/f breaks the battery would
-    have missed if it missed real adversarial examples at the plants' rate, with the exact interval
-    that f's Clopper–Pearson interval gives it; and the bound (1 − f) of all points. Both are in pp of
-    the n points and capped at the robust accuracy they qualify (no point counted robust can be
-    overstated twice)."""
-    parts = active.get("constructions") or ({"on-gradient": active} if "share_found" in active else {})
-    scored = {name: part for name, part in parts.items() if part.get("share_found") is not None}
-    if not scored:
-        return None
-    name = min(scored, key=lambda k: scored[k]["share_found"])
-    part = scored[name]
-    share = part["share_found"]
-    if share >= PASS_SHARE:
-        return None
-    found, evaluated = part.get("found"), part.get("evaluated")
-    interval = clopper_pearson(found, evaluated) if found is not None and evaluated else [share, share]
-    ceiling = 100 * robust_accuracy
-
-    def missed_pp(found_share: float) -> float:
-        if found_share <= 0:
-            return ceiling
-        return min(ceiling, 100 * breaks * (1 - found_share) / found_share / n)
-
-    return {"construction": name, "found": found, "evaluated": evaluated, "share_found": share,
-            "share_interval": interval, "robust_accuracy": robust_accuracy, "breaks": breaks, "points": n,
-            "estimate_pp": missed_pp(share), "estimate_interval_pp": [missed_pp(interval[1]), missed_pp(interval[0])],
-            "bound_pp": min(ceiling, 100 * (1 - share))}
+    return ActivePart(status="pass" if share >= PASS_SHARE else "fail", planted=len(y), valid=int(valid.sum()),
+                      evaluated=evaluated, found=found, share_found=share,
+                      found_by={a["name"]: a["new_breaks"] for a in result.ladder("shell")})

@@ -15,8 +15,12 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from robustness_eval.options import add_flags
+
+if TYPE_CHECKING:
+    from robustness_eval.records import ResultsRecord
 
 CODE_NOTE = ("Loading module:factory, file.py:factory, TorchScript or export files runs their code "
              "with your rights: only load files you trust.")
@@ -220,7 +224,7 @@ def _run_and_report(config: dict, out: Path, command: str, explicit: dict, args:
         raise RunFailedError(f"the run in {out} failed: {type(error).__name__}: {error}; finished chunks are "
                              f"kept, continue with: robustness-eval run --resume {out}") from error
     if not args.quiet:
-        _summary(result.to_json())
+        _summary(result.record())
         print(f"wrote {out / 'results.json'}, {report} and {report.with_suffix('.html')}")
     return 0
 
@@ -242,14 +246,15 @@ def cmd_compare(args: argparse.Namespace, _: list[str]) -> int:
     return 0
 
 
-def _summary(results: dict) -> None:
+def _summary(results: ResultsRecord) -> None:
     from robustness_eval.report import headline, pct
 
     print(f"{'':32s}{'base F':>10s}{'shell G':>10s}")
     for label, key in [("clean accuracy", "clean_accuracy"),
                        ("robust accuracy (transfer only)", "transfer_robust_accuracy"),
                        ("robust accuracy (worst case)", "robust_accuracy")]:
-        print(f"{label:32s}{pct(results[key]['base']):>10s}{pct(results[key]['shell']):>10s}")
+        figures = getattr(results, key)
+        print(f"{label:32s}{pct(figures['base']):>10s}{pct(figures['shell']):>10s}")
     print(headline(results))
 
 

@@ -19,6 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from robustness_eval.records import ResultsRecord, RunConfig, read_record
 from robustness_eval.report import (
     Section,
     interval,
@@ -31,7 +32,6 @@ from robustness_eval.report import (
     to_markdown,
     write_text_atomic,
 )
-from robustness_eval.results_file import read_results
 
 TRANSFER_KINDS = ("transfer", "baseline")  # what the paper's protocol runs; the rest is the adaptive battery
 
@@ -42,26 +42,25 @@ class RunSummary:
 
     label: str
     directory: Path
-    results: dict
+    results: ResultsRecord
     annotations: dict[str, str] = field(default_factory=dict)
 
     @property
-    def config(self) -> dict:
-        return self.results["config"]
+    def config(self) -> RunConfig:
+        return self.results.config
 
     @property
     def threat(self) -> tuple:
-        t = self.config["threat"]
-        return t["norm"], float(t["eps"]), tuple(float(b) for b in t["bounds"])
+        t = self.config.threat
+        return t.norm, float(t.eps), tuple(float(b) for b in t.bounds)
 
     def shell_breaks(self) -> Counter:
         """Verified breaks of the shell by the attack that made each (the ladder's first), an attack's restart
         check, doubled-budget and escalation rounds (`pgd@restarts`, `pgd@x2`, `pgd@esc1`) counted with it."""
-        return Counter(p["broken_by"]["shell"].split("@")[0] for p in self.results["points"]
-                       if p["broken_by"]["shell"])
+        return Counter(p.broken_by["shell"].split("@")[0] for p in self.results.points if p.broken_by["shell"])
 
     def kind_of(self, attack: str) -> str:
-        kinds = {a["name"]: a["kind"] for a in self.results["attacks"]}
+        kinds = {a.name: a.kind for a in self.results.attacks}
         return kinds.get(attack, "?")
 
     def top_attack(self, adaptive_only: bool = False) -> tuple[str, int] | None:
@@ -72,33 +71,30 @@ class RunSummary:
 
     def active_text(self) -> str:
         """The active test's found share per construction, or why it did not run."""
-        active = self.results.get("extras", {}).get("active_test")
-        if not active:
+        active = self.results.extras.active_test
+        if active is None:
             return "not run"
-        parts = active.get("constructions") or {"on-gradient": active}
-        shares = [f"{name} {pct(part['share_found'])}" for name, part in parts.items() if "share_found" in part]
-        return ", ".join(shares) if shares else f"not run: {active.get('reason', 'no reason recorded')}"
+        shares = [f"{name} {pct(part.share_found)}" for name, part in active.parts().items()
+                  if part.share_found is not None]
+        return ", ".join(shares) if shares else f"not run: {active.reason or 'no reason recorded'}"
 
     def caveat_text(self) -> str:
-        active = self.results.get("extras", {}).get("active_test") or {}
-        c = active.get("caveat")
-        if not active.get("constructions") or not any("share_found" in p for p in active["constructions"].values()):
+        active = self.results.extras.active_test
+        if active is None or not active.constructions or all(
+                part.share_found is None for part in active.constructions.values()):
             return "no active test"
-        if not c:
+        c = active.caveat
+        if c is None:
             return "none (every construction found ≥ 95 %)"
-        return (f"{c['construction']}: about {c['estimate_pp']:.1f} pp (interval {c['estimate_interval_pp'][0]:.1f}"
-                f"–{c['estimate_interval_pp'][1]:.1f}), at most {c['bound_pp']:.1f} pp")
+        return (f"{c.construction}: about {c.estimate_pp:.1f} pp (interval {c.estimate_interval_pp[0]:.1f}"
+                f"–{c.estimate_interval_pp[1]:.1f}), at most {c.bound_pp:.1f} pp")
 
 
 def load_run(directory: str | Path, label: str | None = None) -> RunSummary:
     """One run directory's results.json, checked to be one robustness-eval wrote."""
     directory = Path(directory)
     path = directory / "results.json"
-    results = read_results(path)
-    if "threat" not in results["config"]:
-        raise ValueError(f"{path} is not a results.json written by robustness-eval (missing: config.threat); rerun "
-                         "that evaluation")
-    return RunSummary(label or directory.name, directory, results)
+    return RunSummary(label or directory.name, directory, read_record(path))
 
 
 def check_comparable(runs: list[RunSummary], allow_different_threats: bool = False) -> list[str]:
@@ -115,7 +111,7 @@ def check_comparable(runs: list[RunSummary], allow_different_threats: bool = Fal
     for key, what in (("data_hash", "evaluated points"), ("model_hash", "base models"), ("seed", "seeds")):
         groups: dict[str, list[str]] = {}
         for run in runs:
-            groups.setdefault(str(run.config.get(key)), []).append(run.label)
+            groups.setdefault(str(getattr(run.config, key)), []).append(run.label)
         if len(groups) > 1:
             listed = "; ".join(f"{value}: {', '.join(labels)}" for value, labels in groups.items())
             notes.append(f"The runs differ in their {what} ({key} {listed}); figures on different points differ "
@@ -128,8 +124,9 @@ def _threat_text(threat: tuple) -> str:
     return f"{norm} ε = {eps:g}, bounds [{record_text(list(bounds))}]"
 
 
-def _worst_interval(results: dict) -> list[float] | None:
-    return results.get("extras", {}).get("statistics", {}).get("intervals", {}).get("shell", {}).get("robust_accuracy")
+def _worst_interval(results: ResultsRecord) -> list[float] | None:
+    statistics = results.extras.statistics
+    return None if statistics is None else statistics.intervals.get("shell", {}).get("robust_accuracy")
 
 
 def _attack_text(top: tuple[str, int] | None) -> str:
@@ -143,7 +140,7 @@ def summary_section(runs: list[RunSummary], notes: list[str]) -> Section:
     first = runs[0]
     section = Section("Comparison", [
         f"{len(runs)} runs. Threat: {'see the threat column' if several_threats else _threat_text(first.threat)}; "
-        f"data {first.config.get('dataset', '?')}; base model {first.config.get('model', '?')}. Robust accuracy is the "
+        f"data {first.config.dataset or '?'}; base model {first.config.model or '?'}. Robust accuracy is the "
         "worst case over the battery (every break re-verified on its target) with its 95 % Clopper–Pearson interval; "
         "transfer only counts the attacks the paper's protocol runs (transfer from F and noise). Most breaks: the "
         "attack that broke most points first in the ladder (transfer runs first); beyond transfer: the same among "
@@ -153,17 +150,17 @@ def summary_section(runs: list[RunSummary], notes: list[str]) -> Section:
          "robust, worst case", "base F worst case",
          "most breaks", "most breaks beyond transfer", "attacks run / skipped on G"])
     for run in runs:
-        r, extras = run.results, run.results.get("extras", {})
+        r = run.results
         bounds = _worst_interval(r)
-        shell_attacks = {a["name"].split("@")[0] for a in r["attacks"] if a["target"] == "shell"}
-        skipped = sum(1 for s in extras.get("skipped", []) if s["target"] == "shell")
+        shell_attacks = {a.name.split("@")[0] for a in r.ladder("shell")}
+        skipped = sum(1 for s in r.extras.skipped or [] if s.target == "shell")
         section.rows.append([
             run.label, *(run.annotations.get(c, "") for c in columns),
-            *([_threat_text(run.threat)] if several_threats else []), str(r["n_points"]),
-            f"{pct(r['clean_accuracy']['base'])} / {pct(r['clean_accuracy']['shell'])}",
-            pct(r["transfer_robust_accuracy"]["shell"]),
-            f"{'≤ ' if still_moving(r) else ''}{pct(r['robust_accuracy']['shell'])} {interval(bounds)}".strip(),
-            f"{'≤ ' if still_moving(r, 'base') else ''}{pct(r['robust_accuracy']['base'])}",
+            *([_threat_text(run.threat)] if several_threats else []), str(r.n_points),
+            f"{pct(r.clean_accuracy['base'])} / {pct(r.clean_accuracy['shell'])}",
+            pct(r.transfer_robust_accuracy["shell"]),
+            f"{'≤ ' if still_moving(r) else ''}{pct(r.robust_accuracy['shell'])} {interval(bounds)}".strip(),
+            f"{'≤ ' if still_moving(r, 'base') else ''}{pct(r.robust_accuracy['base'])}",
             _attack_text(run.top_attack()), _attack_text(run.top_attack(adaptive_only=True)),
             f"{len(shell_attacks)} / {skipped}"])
     return section
@@ -184,10 +181,9 @@ def repeated_section(runs: list[RunSummary]) -> Section | None:
     """The randomized shells' clean and robust accuracy over repeated inference, three ways; None if none has it."""
     rows = []
     for run in runs:
-        record = (run.results.get("extras", {}).get("repeated_inference") or {}).get("shell")
-        if record:
-            rows.append([run.label, str(record["runs"]), repeated_figures(record["clean"]),
-                         repeated_figures(record["robust"])])
+        record = (run.results.extras.repeated_inference or {}).get("shell")
+        if record is not None:
+            rows.append([run.label, str(record.runs), repeated_figures(record.clean), repeated_figures(record.robust)])
     if not rows:
         return None
     return Section("Randomized shells over repeated inference", [
@@ -205,18 +201,18 @@ def comparison_plot(runs: list[RunSummary], path: Path) -> Path:
     for row, run in zip(rows, runs, strict=True):
         r = run.results
         bounds = _worst_interval(r)
-        worst = r["robust_accuracy"]["shell"]
+        worst = r.robust_accuracy["shell"]
         error = [[worst - bounds[0]], [bounds[1] - worst]] if bounds else None
         first = row == rows[0]
-        ax.plot(r["clean_accuracy"]["shell"], row, "o", color="0.6", label="clean" if first else None)
-        ax.plot(r["transfer_robust_accuracy"]["shell"], row, "^", color="tab:orange",
+        ax.plot(r.clean_accuracy["shell"], row, "o", color="0.6", label="clean" if first else None)
+        ax.plot(r.transfer_robust_accuracy["shell"], row, "^", color="tab:orange",
                 label="robust, transfer only" if first else None)
         ax.errorbar(worst, row, xerr=error, fmt="s", color="tab:red", capsize=3,
                     label="robust, worst case (95 % interval)" if first else None)
         if still_moving(r):
             ax.annotate("≤", (worst, row), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=9,
                         color="tab:red")
-    bases = {run.results["robust_accuracy"]["base"] for run in runs}
+    bases = {run.results.robust_accuracy["base"] for run in runs}
     if len(bases) == 1:
         ax.axvline(bases.pop(), color="tab:blue", linestyle="--", linewidth=1, label="base F, worst case")
     ax.set_yticks(rows, [run.label for run in runs], fontsize=8)

@@ -28,7 +28,6 @@ Indicators (per target, Pintor et al. 2022 and Carlini et al. 2019):
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
@@ -37,9 +36,10 @@ from attacks.base import Attack
 from attacks.registry import ESCALATION, escalation_attack
 from robustness_eval.ascent import input_gradient
 from robustness_eval.options import ESCALATION_CAP_SECONDS as TIME_CAP_SECONDS
+from robustness_eval.records import EscalationRound, GradientDiagnostics, ResultsRecord
 from robustness_eval.runner import Run, run_more, summarise
 from robustness_eval.sanity import trace_shape
-from robustness_eval.types import ADAPTIVE_KINDS, BLACK_BOX_KINDS, GRADIENT_KINDS, AttackKind, breaks_of, ladder
+from robustness_eval.types import ADAPTIVE_KINDS, BLACK_BOX_KINDS, GRADIENT_KINDS, AttackKind, breaks_of
 from shells.base import capabilities
 
 ZERO_GRADIENT_SHARE = 0.05
@@ -47,22 +47,8 @@ STOP_PP = 0.5
 STEEP_SHARE = 0.05  # the last adaptive attack with breaks broke at least this share of what it attacked
 
 
-@dataclass
-class Round:
-    """One escalation round on one target."""
-
-    round: int
-    target: str
-    indicators: list[str]
-    attacks: list[str]
-    new_breaks: int
-    robust_accuracy_before: float
-    robust_accuracy_after: float
-    seconds: float
-    stopped: str = field(default="")
-
-
-def gradient_diagnostics(model: nn.Module, shell: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
+def gradient_diagnostics(model: nn.Module, shell: nn.Module, x: torch.Tensor,
+                         y: torch.Tensor) -> dict[str, GradientDiagnostics]:
     """Per target: the share of points with zero or non-finite input gradients of F's cross-entropy, and the
     spread of the gradient norms (90th / 10th percentile). For the shell the gradient is F's at z* = H(x)."""
     out = {}
@@ -80,43 +66,46 @@ def gradient_diagnostics(model: nn.Module, shell: nn.Module, x: torch.Tensor, y:
         norms = flat[finite].norm(dim=1)
         spread = (float(norms.quantile(0.9) / norms.quantile(0.1).clamp_min(1e-30))
                   if len(norms) > 1 else float("nan"))
-        out[target] = {"points": len(y), "zero_gradient_share": float(zero.float().mean()),
-                       "nonfinite_gradient_share": float((~finite).float().mean()),
-                       "gradient_norm_median": float(norms.median()) if len(norms) else float("nan"),
-                       "gradient_norm_spread_90_10": spread}
+        out[target] = GradientDiagnostics(
+            points=len(y), zero_gradient_share=float(zero.float().mean()),
+            nonfinite_gradient_share=float((~finite).float().mean()),
+            gradient_norm_median=float(norms.median()) if len(norms) else float("nan"),
+            gradient_norm_spread_90_10=spread)
     return out
 
 
-def indicators(results: dict, diagnostics: dict, unbounded: dict | None, target: str) -> list[str]:
+def indicators(results: ResultsRecord, diagnostics: dict[str, GradientDiagnostics], unbounded: dict | None,
+               target: str) -> list[str]:
     """The indicators that fire on `target` (see the module docstring), each as a readable sentence."""
     fired = []
     diag = diagnostics.get(target)
     if diag:
-        share = diag["zero_gradient_share"] + diag["nonfinite_gradient_share"]
+        share = diag.zero_gradient_share + diag.nonfinite_gradient_share
         if share >= ZERO_GRADIENT_SHARE:
             fired.append(f"zero or non-finite input gradients on {share:.0%} of the points")
-    rungs = ladder(results, target)
+    rungs = results.ladder(target)
     for rung in rungs:
-        problem = trace_shape(rung["loss_trace"]) if rung["kind"] in GRADIENT_KINDS and rung["attacked"] else None
+        problem = trace_shape(rung.loss_trace) if rung.kind in GRADIENT_KINDS and rung.attacked else None
         if problem in ("non-finite", "flat", "still rising at its end"):
-            fired.append(f"loss trace of {rung['name']} {problem}")
+            fired.append(f"loss trace of {rung.name} {problem}")
     extra = breaks_of(rungs, BLACK_BOX_KINDS | ({AttackKind.BASELINE} if target == "base" else set()))
     if extra:
         fired.append(f"black-box or noise attacks broke {extra} point(s) the white-box attacks left")
     if unbounded and unbounded.get(target, 1.0) < 1.0:
         fired.append(f"the unbounded attack succeeds on only {unbounded[target]:.0%} of the points")
-    breaking = [a for a in rungs if a["kind"] in ADAPTIVE_KINDS and a["new_breaks"]]
-    if breaking and breaking[-1]["new_breaks"] >= STEEP_SHARE * breaking[-1]["attacked"]:
+    breaking = [a for a in rungs if a.kind in ADAPTIVE_KINDS and a.new_breaks]
+    if breaking and breaking[-1].new_breaks >= STEEP_SHARE * breaking[-1].attacked:
         last = breaking[-1]
-        fired.append(f"the ladder is still falling steeply: {last['name']}, the last adaptive attack with breaks, "
-                     f"broke {last['new_breaks']} of the {last['attacked']} points it attacked")
-    change = results.get("extras", {}).get("convergence", {}).get("change_pp", {}).get(target)
+        fired.append(f"the ladder is still falling steeply: {last.name}, the last adaptive attack with breaks, "
+                     f"broke {last.new_breaks} of the {last.attacked} points it attacked")
+    convergence, checks = results.extras.convergence, results.extras.restart_check or {}
+    change = convergence.change_pp.get(target) if convergence is not None else None
     if change is not None and abs(change) >= STOP_PP:
         fired.append(f"doubling every budget moved robust accuracy by {change:+.1f} pp")
-    check = results.get("extras", {}).get("restart_check", {}).get(target)
-    if check and -check["change_pp"] >= STOP_PP:
-        fired.append(f"more restarts moved robust accuracy by {check['change_pp']:+.1f} pp "
-                     f"({check['new_breaks']} point(s) broken by the restart check)")
+    check = checks.get(target)
+    if check and -check.change_pp >= STOP_PP:
+        fired.append(f"more restarts moved robust accuracy by {check.change_pp:+.1f} pp "
+                     f"({check.new_breaks} point(s) broken by the restart check)")
     return fired
 
 
@@ -158,11 +147,11 @@ def escalate(result, run: Run, ran: list[Attack], unbounded: dict | None, surrog
     model, shell, x, y = run.context.model, run.context.shell, run.context.x, run.context.y
     start = time.perf_counter()
     diagnostics = gradient_diagnostics(model, shell, x, y)
-    rounds: list[Round] = []
+    rounds: list[EscalationRound] = []
     extra: list[Attack] = []
     current = result
     for target in ("base", "shell"):
-        fired = indicators(current.to_json(), diagnostics, unbounded, target)
+        fired = indicators(current.record(), diagnostics, unbounded, target)
         number = 0
         while fired:
             number += 1
@@ -176,11 +165,13 @@ def escalate(result, run: Run, ran: list[Attack], unbounded: dict | None, surrog
             after = current.robust_accuracy[target]
             moved = 100 * (before - after)
             stop = stop_reason(moved, time.perf_counter() - start, time.perf_counter() - began, time_cap)
-            rounds.append(Round(number, target, fired, [a.name for a in attacks],
-                                round((before - after) * len(y)), before, after, time.perf_counter() - began, stop))
+            rounds.append(EscalationRound(
+                round=number, target=target, indicators=fired, attacks=[a.name for a in attacks],
+                new_breaks=round((before - after) * len(y)), robust_accuracy_before=before,
+                robust_accuracy_after=after, seconds=time.perf_counter() - began, stopped=stop))
             if stop:
                 break
             fired = [f"round {number} moved robust accuracy by {moved:.1f} pp"]
-    current.escalation = [asdict(r) for r in rounds]
-    current.extras["gradient_diagnostics"] = diagnostics
+    current.escalation = [r.to_json() for r in rounds]
+    current.extras["gradient_diagnostics"] = {target: d.to_json() for target, d in diagnostics.items()}
     return current

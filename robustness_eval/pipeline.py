@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -18,7 +18,7 @@ from torch import nn
 
 from attacks.base import Attack
 from robustness_eval import sanity
-from robustness_eval.active import PLANTS, active_test, caveat
+from robustness_eval.active import PLANTS, active_test
 from robustness_eval.cost import CostEstimate
 from robustness_eval.crosscheck import pgd_crosscheck
 from robustness_eval.escalation import escalate
@@ -26,6 +26,7 @@ from robustness_eval.modules import borrowed, eval_mode
 from robustness_eval.options import RunOptions
 from robustness_eval.progress import PhaseClock
 from robustness_eval.provenance import VOLATILE, run_config
+from robustness_eval.records import ActiveTest, Caveat, GroundTruthCounts, SweepRow
 from robustness_eval.repeated import repeated_inference
 from robustness_eval.restart_check import record_from_doubled_round, restart_check
 from robustness_eval.results import EvaluationResult, describe_shell
@@ -85,10 +86,10 @@ class Evaluation:
                                     directory, primary))
         first = results[0]
         if len(results) > 1:
-            first.extras["sweep"] = [
-                {"eps": r.config["eps_value"], "delta": r.config["delta_value"],
-                 "clean_accuracy": r.clean_accuracy, "robust_accuracy": r.robust_accuracy,
-                 "transfer_robust_accuracy": r.transfer_robust_accuracy} for r in results]
+            rows = [SweepRow(eps=r.config["eps_value"], delta=r.config["delta_value"], clean_accuracy=r.clean_accuracy,
+                             robust_accuracy=r.robust_accuracy, transfer_robust_accuracy=r.transfer_robust_accuracy)
+                    for r in results]
+            first.extras["sweep"] = [row.to_json() for row in rows]
             if self.store_dir is not None:
                 first.save(self.store_dir)
         return first
@@ -130,13 +131,15 @@ def _closing_phases(result: EvaluationResult, run: Run, job: Evaluation, clock: 
     randomized = any(getattr(target, "randomized", False) for target in run.context.shells.values())
     if randomized and job.options.inference_runs > 1:
         with clock.phase("repeated inference", f"{job.options.inference_runs} runs"):
-            repeated = _cached(run.store, "repeated_inference", lambda: repeated_inference(
-                run.context, result.adversarial, job.options.inference_runs,
-                attack_seed(job.options.seed, "repeated-inference")))
+            repeated = _cached(run.store, "repeated_inference", lambda: {
+                target: record.to_json() for target, record in repeated_inference(
+                    run.context, result.adversarial, job.options.inference_runs,
+                    attack_seed(job.options.seed, "repeated-inference")).items()})
         if repeated:
             extras["repeated_inference"] = repeated
     if job.truth is not None:
-        extras["ground_truth"] = ground_truth(result.adversarial, job.truth, job.y)
+        extras["ground_truth"] = {target: counts.to_json() for target, counts in
+                                  ground_truth(result.adversarial, job.truth, job.y).items()}
     for target, points in result.extras.get("unsteady", {}).items():
         warnings.warn(f"the {target} target answered differently to the same input on {len(points)} candidate(s) "
                       f"that were misclassified once (points {points[:5]}{' ...' if len(points) > 5 else ''}); "
@@ -160,13 +163,13 @@ def _checks(result: EvaluationResult, run: Run, job: Evaluation, clock: PhaseClo
     x, y = context.x[:SANITY_SUBSET], context.y[:SANITY_SUBSET]
     if options.escalation:
         with clock.phase("escalation", f"at most {options.escalation_cap:g} s"):
-            unbounded = _cached(store, "unbounded", lambda: asdict(sanity.unbounded_attack(
-                context.model, context.shell, x, y, context.threat, seed))) if options.sanity_checks else None
+            unbounded = _cached(store, "unbounded", lambda: sanity.unbounded_attack(
+                context.model, context.shell, x, y, context.threat, seed).to_json()) if options.sanity_checks else None
             result = escalate(result, run, ran, unbounded and unbounded["values"],
                               surrogate=options.bpda, time_cap=options.escalation_cap)
     if options.crosscheck:
         with clock.phase("cross-check", "Foolbox vs our PGD on F"):
-            result.extras["crosscheck"] = _cached(store, "crosscheck", lambda: pgd_crosscheck(run))
+            result.extras["crosscheck"] = _cached(store, "crosscheck", lambda: pgd_crosscheck(run).to_json())
     if options.sanity_checks:
         result.extras.update(_cached(store, "truth_checks", lambda: _truth_checks(
             result, run, job, store.meta("unbounded"), clock)))
@@ -188,23 +191,23 @@ def _truth_checks(result: EvaluationResult, run: Run, job: Evaluation, unbounded
     model, shell, y, source = run.context.model, run.context.shell, run.context.y, job.source
     at_zero = source.rebuild(model, delta=0.0) if source.takes("delta") else None
     with clock.phase("sanity checks"):
-        verdicts = sanity.run_all(result.to_json(), run, at_zero, subset=SANITY_SUBSET, unbounded=unbounded)
+        verdicts = sanity.run_all(result.record(), run, at_zero, subset=SANITY_SUBSET, unbounded=unbounded)
     subset = min(len(y), max(PLANTS.values()))
     radius = float(getattr(shell, "radius", 0.0) or 0.0)
     if source.factory is None and not can_rebuild(shell):
-        active = {"status": "not run", "reason": "the shell cannot be rebuilt around the planted model: "
-                                                 "pass a factory(model, **options) instead of an instance"}
+        active = ActiveTest(status="not run", reason="the shell cannot be rebuilt around the planted model: "
+                                                     "pass a factory(model, **options) instead of an instance")
     else:
         active = active_test(run, lambda planted: source.rebuild(planted), radius, job.battery,
                              plants={name: min(count, subset) for name, count in PLANTS.items()},
                              convergence=job.options.convergence, restarts=job.options.restart_check, clock=clock)
         n, robust = result.n_points, result.robust_accuracy["shell"]
         breaks = round(n * (result.clean_accuracy["shell"] - robust))
-        active["caveat"] = caveat(active, robust, breaks, n)
-    return {"sanity": verdicts, "active_test": active}
+        active.caveat = Caveat.of(active.parts(), robust, breaks, n)
+    return {"sanity": [verdict.to_json() for verdict in verdicts], "active_test": active.to_json()}
 
 
-def ground_truth(adversarial: dict, true_label, y: torch.Tensor) -> dict:
+def ground_truth(adversarial: dict, true_label, y: torch.Tensor) -> dict[str, GroundTruthCounts]:
     """Class each verified break by the data's own labelling: true adversarial or label change.
 
     `adversarial` maps a target to {point index: x'}; `true_label` is the data set's oracle.
@@ -213,11 +216,11 @@ def ground_truth(adversarial: dict, true_label, y: torch.Tensor) -> dict:
     for target, found in adversarial.items():
         points = sorted(found)
         if not points:
-            out[target] = {"true_adversarial": 0, "label_changing": 0}
+            out[target] = GroundTruthCounts(true_adversarial=0, label_changing=0)
             continue
         labels = true_label(torch.stack([found[i] for i in points]).to(y.device))
         same = int((labels.cpu() == y.cpu()[torch.tensor(points, device="cpu")]).sum())
-        out[target] = {"true_adversarial": same, "label_changing": len(points) - same}
+        out[target] = GroundTruthCounts(true_adversarial=same, label_changing=len(points) - same)
     return out
 
 

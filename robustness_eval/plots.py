@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from robustness_eval.example_file import EXAMPLES_NAME, load_examples
+from robustness_eval.records import ResultsRecord, SweepRow
 from robustness_eval.store import DB_NAME, ResultStore
 from robustness_eval.types import BLACK_BOX_KINDS
 
@@ -34,7 +35,7 @@ class Plots:
     omitted: list[str] = field(default_factory=list)
 
 
-def write_plots(results: dict, directory: Path) -> Plots:
+def write_plots(results: ResultsRecord, directory: Path) -> Plots:
     """Every plot the results support, written under directory/plots."""
     folder = directory / "plots"
     folder.mkdir(parents=True, exist_ok=True)
@@ -42,11 +43,11 @@ def write_plots(results: dict, directory: Path) -> Plots:
         if name not in DRAWN_FROM_FILES:  # those two decide themselves: their data may not be beside the report
             (folder / name).unlink(missing_ok=True)
     plots = Plots()
-    if results["attacks"]:
+    if results.attacks:
         plots.images[LADDER_TITLE] = _ladder_plot(results, folder / "ladder.png")
-    sweep = results.get("extras", {}).get("sweep", [])
+    sweep = results.extras.sweep or []
     for axis, other, title in (("eps", "delta", "robust accuracy vs ε"), ("delta", "eps", "robust accuracy vs δ")):
-        values = sorted({row[axis] for row in sweep})
+        values = sorted({getattr(row, axis) for row in sweep})
         if len(values) > 1:
             plots.images[title] = _sweep_plot(sweep, axis, other, folder / f"sweep-{axis}.png")
     _add(plots, "attack success vs queries (score- and decision-based, shell)",
@@ -66,21 +67,21 @@ def _add(plots: Plots, title: str, drawn: Path | str) -> None:
         plots.omitted.append(drawn)
 
 
-def _ladder_plot(results: dict, path: Path) -> Path:
+def _ladder_plot(results: ResultsRecord, path: Path) -> Path:
     """Robust accuracy after each attack in the battery's order, per target, from clean accuracy down;
     the transfer-only figure and the worst case (which also counts convergence and escalation) marked."""
     fig, ax = plt.subplots(figsize=(7, 3.8))
-    names = list(dict.fromkeys(a["name"] for a in results["attacks"]))  # the battery's order
+    names = list(dict.fromkeys(a.name for a in results.attacks))  # the battery's order
     for target, marker in (("base", "o"), ("shell", "s")):
-        steps = [a for a in results["attacks"] if a["target"] == target]
+        steps = results.ladder(target)
         if not steps:
             continue
-        positions = [0, *(1 + names.index(a["name"]) for a in steps)]
-        values = [results["clean_accuracy"][target], *(a["robust_accuracy_after"] for a in steps)]
+        positions = [0, *(1 + names.index(a.name) for a in steps)]
+        values = [results.clean_accuracy[target], *(a.robust_accuracy_after for a in steps)]
         line, = ax.step(positions, values, where="post", marker=marker, label=f"{target}, after each attack")
-        ax.axhline(results["transfer_robust_accuracy"][target], color=line.get_color(), linestyle=":",
+        ax.axhline(results.transfer_robust_accuracy[target], color=line.get_color(), linestyle=":",
                    linewidth=1, label=f"{target}, transfer only")
-        ax.axhline(results["robust_accuracy"][target], color=line.get_color(), linestyle="--",
+        ax.axhline(results.robust_accuracy[target], color=line.get_color(), linestyle="--",
                    linewidth=1, label=f"{target}, worst case")
     ax.set_xticks(range(len(names) + 1), ["clean", *names], rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("robust accuracy")
@@ -92,14 +93,14 @@ def _ladder_plot(results: dict, path: Path) -> Path:
     return path
 
 
-def _sweep_plot(sweep: list[dict], axis: str, other: str, path: Path) -> Path:
-    fixed = sweep[0][other]
-    rows = sorted((r for r in sweep if r[other] == fixed), key=lambda r: r[axis])
-    xs = [r[axis] for r in rows]
+def _sweep_plot(sweep: list[SweepRow], axis: str, other: str, path: Path) -> Path:
+    fixed = getattr(sweep[0], other)
+    rows = sorted((r for r in sweep if getattr(r, other) == fixed), key=lambda r: getattr(r, axis))
+    xs = [getattr(r, axis) for r in rows]
     fig, ax = plt.subplots(figsize=(5, 3.4))
-    ax.plot(xs, [r["robust_accuracy"]["base"] for r in rows], "o-", label="base F, worst case")
-    ax.plot(xs, [r["transfer_robust_accuracy"]["shell"] for r in rows], "s--", label="shell, transfer only")
-    ax.plot(xs, [r["robust_accuracy"]["shell"] for r in rows], "s-", label="shell, worst case")
+    ax.plot(xs, [r.robust_accuracy["base"] for r in rows], "o-", label="base F, worst case")
+    ax.plot(xs, [r.transfer_robust_accuracy["shell"] for r in rows], "s--", label="shell, transfer only")
+    ax.plot(xs, [r.robust_accuracy["shell"] for r in rows], "s-", label="shell, worst case")
     ax.set_xlabel("ε" if axis == "eps" else "shell radius δ")
     ax.set_ylabel("robust accuracy")
     ax.set_ylim(0, 1)
@@ -111,21 +112,20 @@ def _sweep_plot(sweep: list[dict], axis: str, other: str, path: Path) -> Path:
     return path
 
 
-def _queries_plot(results: dict, directory: Path, path: Path) -> Path | str:
-    names = [a["name"] for a in results["attacks"]
-             if a["target"] == "shell" and a["kind"] in BLACK_BOX_KINDS and a["attacked"]]
-    if not names or not any(a["new_breaks"] for a in results["attacks"]
-                            if a["target"] == "shell" and a["name"] in names):
+def _queries_plot(results: ResultsRecord, directory: Path, path: Path) -> Path | str:
+    shell = results.ladder("shell")
+    names = [a.name for a in shell if a.kind in BLACK_BOX_KINDS and a.attacked]
+    if not names or not any(a.new_breaks for a in shell if a.name in names):
         path.unlink(missing_ok=True)
         if not names:
             return "No score- or decision-based attack ran on the shell: no plot of success against queries."
         # each attack runs on the points still unbroken, so its rows' breaks are its rung's new breaks
         return (f"The score- and decision-based attacks on the shell ({', '.join(names)}) broke no point: no plot "
                 "of success against queries.")
-    rungs = {a["name"]: a for a in results["attacks"] if a["target"] == "shell" and a["name"] in names}
-    if all(rungs[name].get("break_queries") is not None for name in names):  # recorded in results.json
-        curves = {name: (rungs[name]["break_queries"], rungs[name]["queries_max"], rungs[name]["attacked"])
-                  for name in names if rungs[name]["break_queries"]}
+    rungs = {a.name: a for a in shell if a.name in names}
+    if all(rungs[name].break_queries is not None for name in names):  # recorded in results.json
+        curves = {name: (rungs[name].break_queries, rungs[name].queries_max, rungs[name].attacked)
+                  for name in names if rungs[name].break_queries}
     elif (directory / DB_NAME).exists():  # a results.json from before the rungs recorded them
         curves = _store_curves(directory, names)
     else:  # the plot drawn when the store was there, if it was
@@ -157,17 +157,17 @@ def _store_curves(directory: Path, names: list[str]) -> dict[str, tuple[list[int
             for name, found in rows.items() if any(r["success"] for r in found)}
 
 
-def _norms_plot(results: dict, path: Path) -> Path | str:
-    series = {t: [p["perturbation_norm"][t] for p in results["points"] if p["perturbation_norm"][t] is not None]
+def _norms_plot(results: ResultsRecord, path: Path) -> Path | str:
+    series = {t: [p.perturbation_norm[t] for p in results.points if p.perturbation_norm[t] is not None]
               for t in ("base", "shell")}
     if not any(series.values()):
         return "No verified break on either target: no plot of perturbation norms."
     fig, ax = plt.subplots(figsize=(5, 3.4))
-    eps = results["config"]["threat"]["eps"]
+    eps = results.config.threat.eps
     for target, values in series.items():
         if values:
             ax.hist(values, bins=20, range=(0, eps * 1.05), alpha=0.6, label=f"{target} ({len(values)})")
-    ax.set_xlabel(f"‖x' − x‖ ({results['config']['threat']['norm']})")
+    ax.set_xlabel(f"‖x' − x‖ ({results.config.threat.norm})")
     ax.set_ylabel("points")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -184,10 +184,10 @@ def _image_shape(shape: tuple[int, ...]) -> tuple[int, int] | None:
     return (side, side) if side * side == size and side >= 8 else None
 
 
-def _example_grid(results: dict, directory: Path, path: Path) -> Path | str:
+def _example_grid(results: ResultsRecord, directory: Path, path: Path) -> Path | str:
     examples = load_examples(directory / EXAMPLES_NAME)
     if examples is None:
-        if not any(p["perturbation_norm"]["shell"] is not None for p in results["points"]):
+        if not any(p.perturbation_norm["shell"] is not None for p in results.points):
             path.unlink(missing_ok=True)
             return "No verified break on the shell: no example images."
         return path if path.exists() else f"No {EXAMPLES_NAME} beside this report: no example images."

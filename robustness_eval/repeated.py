@@ -20,6 +20,7 @@ import time
 
 import torch
 
+from robustness_eval.records import RepeatedFigures, RepeatedInference
 from robustness_eval.stats import clopper_pearson
 from robustness_eval.units import Context, reseed_randomized
 from robustness_eval.verify import predict_labels
@@ -27,13 +28,14 @@ from robustness_eval.verify import predict_labels
 FIGURES = ("worst_case", "majority", "mean")  # the order the report shows them in: the first leads
 
 
-def figures(right: torch.Tensor, runs: int) -> dict:
+def figures(right: torch.Tensor, runs: int) -> RepeatedFigures:
     """Accuracy three ways from per-point counts of right runs (each in 0 … runs), with 95 % Clopper–Pearson
     intervals over the points for the two per-point verdicts."""
     n = len(right)
     worst, majority = int((right == runs).sum()), int((2 * right > runs).sum())
-    return {"worst_case": worst / n, "majority": majority / n, "mean": float(right.sum()) / (n * runs),
-            "intervals": {"worst_case": clopper_pearson(worst, n), "majority": clopper_pearson(majority, n)}}
+    intervals = {"worst_case": clopper_pearson(worst, n), "majority": clopper_pearson(majority, n)}
+    return RepeatedFigures(worst_case=worst / n, majority=majority / n, mean=float(right.sum()) / (n * runs),
+                           intervals=intervals)
 
 
 def right_counts(target, x: torch.Tensor, y: torch.Tensor, runs: int) -> torch.Tensor:
@@ -41,7 +43,7 @@ def right_counts(target, x: torch.Tensor, y: torch.Tensor, runs: int) -> torch.T
     return sum((predict_labels(target, x) == y).long().cpu() for _ in range(runs))
 
 
-def repeated_inference(context: Context, adversarial: dict, runs: int, seed: int) -> dict:
+def repeated_inference(context: Context, adversarial: dict, runs: int, seed: int) -> dict[str, RepeatedInference]:
     """Per randomized target of `context`: its clean and robust accuracy over `runs` inference runs, three ways
     (see the module docstring), and each point's count of right runs. `adversarial` maps a target to
     {point: verified break}; the points it leaves out keep x."""
@@ -58,7 +60,7 @@ def repeated_inference(context: Context, adversarial: dict, runs: int, seed: int
         reseed_randomized(context, seed)
         clean = right_counts(shell, context.x, context.y, runs)
         robust = right_counts(shell, final, context.y, runs)
-        record[target] = {"runs": runs, "leads": FIGURES[0], "clean": figures(clean, runs),
-                          "robust": figures(robust, runs), "right_clean": clean.tolist(),
-                          "right_robust": robust.tolist(), "seconds": time.perf_counter() - start}
+        record[target] = RepeatedInference(runs=runs, leads=FIGURES[0], clean=figures(clean, runs),
+                                           robust=figures(robust, runs), right_clean=clean.tolist(),
+                                           right_robust=robust.tolist(), seconds=time.perf_counter() - start)
     return record

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from attacks.base import Attack
 from attacks.starts import continues_schedule
+from robustness_eval.records import RestartCheck
 from robustness_eval.runner import TARGETS, Run, run_more, summarise
 
 TAG = "@restarts"
@@ -57,9 +58,10 @@ def restart_check(result, run: Run, battery: list[Attack], ran: list[Attack]):
         offered = context.offered(target)
         names = [a.name for a in attacks if a.skip_reason(offered) is None and a.only_target in (None, target)]
         before, after = result.robust_accuracy[target], current.robust_accuracy[target]
-        record[target] = {"attacks": names, "robust_accuracy_before": before, "robust_accuracy_after": after,
-                          "change_pp": round(100 * (after - before), 2),
-                          "new_breaks": sum(r["new_breaks"] for r in current.ladder(target) if r["name"] in names)}
+        record[target] = RestartCheck(
+            attacks=names, robust_accuracy_before=before, robust_accuracy_after=after,
+            change_pp=round(100 * (after - before), 2),
+            new_breaks=sum(r["new_breaks"] for r in current.ladder(target) if r["name"] in names)).to_json()
     current.extras["restart_check"] = record
     return current, attacks
 
@@ -75,7 +77,7 @@ def record_from_doubled_round(result, run: Run, doubled: list[Attack]) -> dict:
                  and a.only_target in (None, target)]
         broken = sum(r["new_breaks"] for r in result.ladder(target) if r["name"] in names)
         after = result.robust_accuracy[target]
-        record[target] = {"attacks": names, "robust_accuracy_before": after + broken / n,
-                          "robust_accuracy_after": after, "change_pp": round(-100 * broken / n, 2),
-                          "new_breaks": broken, "round": "x2"}
+        record[target] = RestartCheck(attacks=names, robust_accuracy_before=after + broken / n,
+                                      robust_accuracy_after=after, change_pp=round(-100 * broken / n, 2),
+                                      new_breaks=broken, round="x2").to_json()
     return record

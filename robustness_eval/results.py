@@ -7,22 +7,23 @@ transfer_attack_success_rate {base, shell} (broken / clean-correct), retained_ac
 attacks (the ladder), points (per point), escalation (the rounds an indicator started),
 store_digest (the digest of the run's results.sqlite when this file was written), schema_version.
 
-`robustness_eval.results_file.read_results` is the one reader.
+Each field and extra is a typed record of `robustness_eval.records`; `records.read_record` is the one reader
+(`results_file.read_results`, then the records), and `EvaluationResult.record()` is this result as that record.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
 from robustness_eval.example_file import EXAMPLES_NAME, save_examples
+from robustness_eval.records import AttackRecord, PointRecord, ResultsRecord, Statistics, typed_results
 from robustness_eval.results_file import SCHEMA_VERSION
-from robustness_eval.stats import statistics
-from robustness_eval.types import BLACK_BOX_KINDS, AttackKind, breaks_of, ladder
+from robustness_eval.types import BLACK_BOX_KINDS, AttackKind, breaks_of
 from shells.base import capabilities
 
 if TYPE_CHECKING:
@@ -40,36 +41,6 @@ def describe_shell(shell) -> dict:
             "threshold": getattr(shell, "threshold", None),
             "randomized": bool(getattr(shell, "randomized", False))}
     return {**base, **described, "capabilities": sorted(capabilities(shell))}
-
-
-@dataclass
-class AttackRecord:
-    """One rung of the ladder: an attack on one target, on the points still unbroken."""
-
-    name: str
-    kind: str
-    target: str
-    robust_accuracy_after: float
-    new_breaks: int
-    attacked: int
-    queries_median: float
-    seconds: float
-    loss_trace: list = field(default_factory=list)
-    needs: str = ""  # the capabilities of the target the attack used (see Attack.needs)
-    break_queries: list | None = None  # black-box rungs: the queries each break took, sorted (the queries plot)
-    queries_max: int | None = None  # black-box rungs: the most queries any attacked point used
-
-
-@dataclass
-class PointRecord:
-    """Per point: label, clean correctness and, per target, the breaking attack and ‖x' − x‖."""
-
-    index: int
-    label: int
-    base_correct: bool
-    shell_correct: bool
-    broken_by: dict
-    perturbation_norm: dict
 
 
 def _share(count: int, total: int) -> float:
@@ -153,10 +124,10 @@ class EvaluationResult:
         correct = {t: store.load_clean(t, n) for t in ("base", "shell")}
         kinds = {target: context.offered(target) for target in ("base", "shell")}
         records, broken_by, norms = _summarise(store, "main", batteries["main"], kinds, correct, n)
-        points = [PointRecord(int(indices[i]) if indices is not None else i, int(labels[i]),
-                              bool(correct["base"][i]), bool(correct["shell"][i]),
-                              {t: broken_by[t].get(i) for t in kinds},
-                              {t: norms[t].get(i) for t in kinds}) for i in range(n)]
+        points = [PointRecord(index=int(indices[i]) if indices is not None else i, label=int(labels[i]),
+                              base_correct=bool(correct["base"][i]), shell_correct=bool(correct["shell"][i]),
+                              broken_by={t: broken_by[t].get(i) for t in kinds},
+                              perturbation_norm={t: norms[t].get(i) for t in kinds}) for i in range(n)]
         transfer_names = {a.name for a in batteries["main"] if a.kind is AttackKind.TRANSFER}
         clean, robust, transfer, asr, tasr = {}, {}, {}, {}, {}
         for target in kinds:
@@ -173,22 +144,26 @@ class EvaluationResult:
         config = {**config, "threat": {"norm": threat.norm.value, "eps": threat.eps,
                                        "bounds": [threat.bounds.lower, threat.bounds.upper]},
                   "shell_parameters": describe_shell(shell)}
-        extras = {"statistics": statistics([asdict(p) for p in points], n)}
+        extras = {"statistics": Statistics.of(points, n).to_json()}
         unsteady = {t: store.unsteady(t) for t in kinds}
         if any(unsteady.values()):
             extras["unsteady"] = {t: points for t, points in unsteady.items() if points}
         adversarial = {t: store.adversarial("main", t, tuple(context.x.shape[1:])) for t in kinds}
         return cls(config, n, clean, robust, transfer, asr, tasr, retained,
-                   [asdict(r) for r in records], [asdict(p) for p in points], extras=extras,
+                   [r.to_json() for r in records], [p.to_json() for p in points], extras=extras,
                    adversarial=adversarial)
+
+    def record(self) -> ResultsRecord:
+        """This result as results.json's typed record (what the report and the checks that read it use)."""
+        return typed_results(self.to_json(), "this evaluation's results")
 
     def ladder(self, target: str) -> list[dict]:
         """The rungs of one target ('base' or 'shell'), in battery order."""
-        return ladder({"attacks": self.attacks}, target)
+        return [rung for rung in self.attacks if rung["target"] == target]
 
     def breaks_by_kind(self, target: str) -> dict[AttackKind, int]:
         """New breaks on `target` per attack kind (every kind, zero where none)."""
-        rungs = self.ladder(target)
+        rungs = self.record().ladder(target)
         return {kind: breaks_of(rungs, {kind}) for kind in AttackKind}
 
     def to_json(self) -> dict:

@@ -29,6 +29,7 @@ from attacks.starts import continues_schedule
 from robustness_eval.backends import LocalBackend, RayBackend
 from robustness_eval.modules import eval_mode
 from robustness_eval.progress import progress
+from robustness_eval.records import Convergence, SkippedAttack
 from robustness_eval.results import EvaluationResult
 from robustness_eval.store import ResultStore
 from robustness_eval.types import AttackKind, Threat
@@ -54,7 +55,7 @@ def order_battery(battery: list[Attack]) -> list[Attack]:
 def skipped_attacks(battery: list[Attack], offered: dict[str, frozenset[str]]) -> list[dict]:
     """Per target, every attack of the battery that does not apply to it, and why (an attack's doubled-budget
     copy is skipped with it and not listed again)."""
-    return [{"target": target, "attack": attack.name, "reason": reason}
+    return [SkippedAttack(target=target, attack=attack.name, reason=reason).to_json()
             for target, capabilities_offered in offered.items() for attack in battery
             if attack.only_target is None and not attack.name.endswith(DOUBLED_TAG)
             and (reason := attack.skip_reason(capabilities_offered)) is not None]
@@ -174,10 +175,11 @@ def doubled_attacks(battery: list[Attack]) -> list[Attack]:
 def convergence_record(before: EvaluationResult, after: EvaluationResult, doubled: list[Attack]) -> dict:
     """What the doubled-budget round changed, per target (results.json's `extras.convergence`)."""
     names = {a.name for a in doubled}
-    return {"budget_scale": 2.0, "attacks": sorted(names), "robust_accuracy": dict(after.robust_accuracy),
-            "change_pp": {t: round(100 * (after.robust_accuracy[t] - before.robust_accuracy[t]), 2) for t in TARGETS},
-            "new_breaks": {t: sum(r["new_breaks"] for r in after.ladder(t) if r["name"] in names) for t in TARGETS},
-            "worst_of_both": dict(after.robust_accuracy)}
+    return Convergence(
+        budget_scale=2.0, attacks=sorted(names), robust_accuracy=dict(after.robust_accuracy),
+        change_pp={t: round(100 * (after.robust_accuracy[t] - before.robust_accuracy[t]), 2) for t in TARGETS},
+        new_breaks={t: sum(r["new_breaks"] for r in after.ladder(t) if r["name"] in names) for t in TARGETS},
+        worst_of_both=dict(after.robust_accuracy)).to_json()
 
 
 def summarise(run: Run, batteries: dict, config: dict | None = None,

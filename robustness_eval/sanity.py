@@ -9,25 +9,15 @@ small extra experiment on the model and shell (unbounded attack, δ → 0 ablati
 from __future__ import annotations
 
 import itertools
-from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 
+from robustness_eval.records import ResultsRecord, SanityVerdict
 from robustness_eval.runner import Run, run_battery
-from robustness_eval.types import ADAPTIVE_KINDS, BLACK_BOX_KINDS, AttackKind, Norm, Threat, breaks_of, ladder
+from robustness_eval.types import ADAPTIVE_KINDS, BLACK_BOX_KINDS, AttackKind, Norm, Threat, breaks_of
 from robustness_eval.units import Context
 from robustness_eval.verify import predict_labels
-
-
-@dataclass
-class SanityVerdict:
-    name: str
-    status: str  # pass | warn | fail | not run
-    figures: str
-    meaning: str
-    action: str = ""
-    values: dict = field(default_factory=dict)
 
 
 def unbounded_attack(model: nn.Module, shell, x: torch.Tensor, y: torch.Tensor, threat: Threat,
@@ -78,13 +68,13 @@ def silent_success(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: T
                          "the attack throws away adversarial examples it found", "keep the best iterate")
 
 
-def monotone_in_eps(results: dict) -> SanityVerdict:
+def monotone_in_eps(results: ResultsRecord) -> SanityVerdict:
     """Robust accuracy never rises with ε across a sweep (a rise means an attack failed at the larger ε)."""
-    sweep = sorted(results.get("extras", {}).get("sweep", []), key=lambda r: r["eps"])
+    sweep = sorted(results.extras.sweep or [], key=lambda r: r.eps)
     by_delta: dict = {}
     for row in sweep:
-        by_delta.setdefault(row["delta"], []).append(row)
-    rows = [r for group in by_delta.values() if len({x["eps"] for x in group}) > 1 for r in group]
+        by_delta.setdefault(row.delta, []).append(row)
+    rows = [r for group in by_delta.values() if len({x.eps for x in group}) > 1 for r in group]
     if not rows:
         return SanityVerdict("robust accuracy falls with ε", "not run", "no ε sweep in this run",
                              "run with --eps 0.05,0.1,0.2 to check", "")
@@ -92,16 +82,16 @@ def monotone_in_eps(results: dict) -> SanityVerdict:
     for group in by_delta.values():
         for a, b in itertools.pairwise(group):
             for t in ("base", "shell"):
-                if b["robust_accuracy"][t] > a["robust_accuracy"][t] + 1e-9:
-                    rises.append(f"{t}: {a['eps']:g}→{b['eps']:g}")
+                if b.robust_accuracy[t] > a.robust_accuracy[t] + 1e-9:
+                    rises.append(f"{t}: {a.eps:g}→{b.eps:g}")
     return SanityVerdict("robust accuracy falls with ε", "fail" if rises else "pass",
                          "rises: " + ", ".join(rises) if rises else "non-increasing in every sweep",
                          "a rise means an attack failed at the larger ε", "raise budgets at larger ε")
 
 
-def blackbox_vs_whitebox(results: dict) -> SanityVerdict:
+def blackbox_vs_whitebox(results: ResultsRecord) -> SanityVerdict:
     """On F, black-box attacks must not break points the white-box attacks left standing."""
-    extra = breaks_of(ladder(results, "base"), BLACK_BOX_KINDS | {AttackKind.BASELINE})
+    extra = breaks_of(results.ladder("base"), BLACK_BOX_KINDS | {AttackKind.BASELINE})
     status = "pass" if extra == 0 else "warn"
     return SanityVerdict("white-box beats black-box on F", status,
                          f"points of F broken only by black-box or noise attacks: {extra}",
@@ -109,26 +99,26 @@ def blackbox_vs_whitebox(results: dict) -> SanityVerdict:
                          "F's gradients are masked", "" if extra == 0 else "strengthen the white-box attacks")
 
 
-def convergence(results: dict) -> SanityVerdict:
+def convergence(results: ResultsRecord) -> SanityVerdict:
     """Doubling every budget should change robust accuracy by little; a large change means unconverged attacks."""
-    conv = results.get("extras", {}).get("convergence")
-    if not conv:
+    conv = results.extras.convergence
+    if conv is None:
         return SanityVerdict("budgets converged", "not run", "no doubled-budget run", "", "drop --no-convergence")
-    worst = max(abs(v) for v in conv["change_pp"].values())
+    worst = max(abs(v) for v in conv.change_pp.values())
     status = "pass" if worst <= 1.0 else "warn" if worst <= 3.0 else "fail"
     return SanityVerdict("budgets converged", status,
-                         f"change with budgets ×2: base {conv['change_pp']['base']:+.1f} pp, shell "
-                         f"{conv['change_pp']['shell']:+.1f} pp",
+                         f"change with budgets ×2: base {conv.change_pp['base']:+.1f} pp, shell "
+                         f"{conv.change_pp['shell']:+.1f} pp",
                          "the attacks had not converged: the reported robust accuracy is an overestimate",
                          "" if status == "pass" else "raise the budgets until doubling changes little")
 
 
-def noise_vs_attacks(results: dict) -> SanityVerdict:
+def noise_vs_attacks(results: ResultsRecord) -> SanityVerdict:
     """Random noise at ε should break fewer points than the attacks do."""
-    rungs = ladder(results, "shell")
+    rungs = results.ladder("shell")
     noise = breaks_of(rungs, {AttackKind.BASELINE})
     attacks = breaks_of(rungs, set(AttackKind) - {AttackKind.BASELINE})
-    if not any(a["kind"] == AttackKind.BASELINE for a in rungs):
+    if not any(a.kind == AttackKind.BASELINE for a in rungs):
         return SanityVerdict("attacks beat random noise", "not run", "no noise baseline in the battery", "", "")
     status = "pass" if noise < max(attacks, 1) else "fail"
     return SanityVerdict("attacks beat random noise", status,
@@ -155,15 +145,15 @@ def trace_shape(trace: list[float]) -> str | None:
     return None
 
 
-def loss_traces(results: dict) -> list[SanityVerdict]:
+def loss_traces(results: ResultsRecord) -> list[SanityVerdict]:
     """Gradient attacks on the shell (BPDA, shell-aware, EOT) must make progress: a flat trace means masked
     gradients (Pintor et al.: unavailable gradients); a trace still rising at the end means incomplete
     optimization."""
     verdicts = []
-    for a in ladder(results, "shell"):
-        if a["kind"] not in ADAPTIVE_KINDS or len(a["loss_trace"]) < 3:
+    for a in results.ladder("shell"):
+        if a.kind not in ADAPTIVE_KINDS or len(a.loss_trace) < 3:
             continue
-        trace = a["loss_trace"]
+        trace = a.loss_trace
         total = trace[-1] - trace[0]
         tail = trace[-1] - trace[-max(2, len(trace) // 10)]
         shape = trace_shape(trace)
@@ -177,19 +167,19 @@ def loss_traces(results: dict) -> list[SanityVerdict]:
             status, figures = "warn", f"still rising at the end: last steps +{tail:.3g} of +{total:.3g}"
         else:
             status, figures = "pass", f"loss {trace[0]:.4g} → {trace[-1]:.4g}, converged"
-        verdicts.append(SanityVerdict(f"loss trace of {a['name']}", status, figures,
+        verdicts.append(SanityVerdict(f"loss trace of {a.name}", status, figures,
                                       "flat: unavailable or masked gradients; rising at the end: "
                                       "incomplete optimization", "" if status == "pass" else "raise the budget"))
     return verdicts
 
 
-def transfer_gap(results: dict) -> SanityVerdict:
+def transfer_gap(results: ResultsRecord) -> SanityVerdict:
     """The paper's transfer-only protocol against the worst case: a large gap means it overstates robustness."""
-    gap = results["transfer_robust_accuracy"]["shell"] - results["robust_accuracy"]["shell"]
+    gap = results.transfer_robust_accuracy["shell"] - results.robust_accuracy["shell"]
     status = "pass" if gap <= 0.02 else "warn"
     return SanityVerdict("transfer-only vs adaptive gap", status,
-                         f"shell robust accuracy: transfer only {results['transfer_robust_accuracy']['shell']:.1%}, "
-                         f"worst case {results['robust_accuracy']['shell']:.1%} (gap {100 * gap:.1f} pp)",
+                         f"shell robust accuracy: transfer only {results.transfer_robust_accuracy['shell']:.1%}, "
+                         f"worst case {results.robust_accuracy['shell']:.1%} (gap {100 * gap:.1f} pp)",
                          "a large gap means the paper's transfer-only protocol overstates the shell's robustness",
                          "report the worst case, not the transfer-only figure")
 
@@ -230,15 +220,16 @@ def ablation(model: nn.Module, shell_at_zero, x: torch.Tensor, y: torch.Tensor) 
                          "a shell that differs from F at δ = 0 does something besides its search", "")
 
 
-def run_all(results: dict, run: Run, shell_at_zero, subset: int = 30, unbounded: dict | None = None) -> list[dict]:
+def run_all(results: ResultsRecord, run: Run, shell_at_zero, subset: int = 30,
+            unbounded: dict | None = None) -> list[SanityVerdict]:
     """Every check; the experiments use the first `subset` points to stay cheap. `unbounded` is the
     unbounded-attack verdict when it was already run (escalation reads it first)."""
     model, shell, threat, seed = run.context.model, run.context.shell, run.context.threat, run.seed
     xs, ys = run.context.x[:subset], run.context.y[:subset]
-    first = SanityVerdict(**unbounded) if unbounded else unbounded_attack(model, shell, xs, ys, threat, seed)
+    first = SanityVerdict.from_json(unbounded) if unbounded else unbounded_attack(model, shell, xs, ys, threat, seed)
     verdicts = [first, silent_success(model, xs, ys, threat, seed),
                 monotone_in_eps(results),
                 blackbox_vs_whitebox(results), convergence(results), noise_vs_attacks(results),
                 *loss_traces(results), transfer_gap(results), randomized_stability(shell, xs),
                 unstable_predictions(shell, xs, ys, threat, seed), ablation(model, shell_at_zero, xs, ys)]
-    return [asdict(v) for v in verdicts]
+    return verdicts

@@ -25,22 +25,3 @@ def mcnemar_exact(only_first: int, only_second: int) -> float:
     if discordant == 0:
         return 1.0
     return float(binomtest(only_first, discordant, 0.5).pvalue)
-
-
-def statistics(points: list[dict], n: int) -> dict:
-    """Intervals for clean and robust accuracy per target, and base-vs-shell robust McNemar."""
-    def robust(point: dict, target: str) -> bool:
-        return point[f"{target}_correct"] and point["broken_by"][target] is None
-
-    out: dict = {"intervals": {}, "level": 0.95}
-    for target in ("base", "shell"):
-        clean = sum(p[f"{target}_correct"] for p in points)
-        rob = sum(robust(p, target) for p in points)
-        out["intervals"][target] = {"clean_accuracy": clopper_pearson(clean, n),
-                                    "robust_accuracy": clopper_pearson(rob, n)}
-    only_base = sum(robust(p, "base") and not robust(p, "shell") for p in points)
-    only_shell = sum(robust(p, "shell") and not robust(p, "base") for p in points)
-    p_value = mcnemar_exact(only_base, only_shell)
-    out["mcnemar"] = {"robust_only_base": only_base, "robust_only_shell": only_shell,
-                      "p_value": p_value, "significant_at_0.05": p_value < 0.05}
-    return out

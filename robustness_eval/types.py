@@ -57,14 +57,9 @@ ADAPTIVE_KINDS = frozenset({AttackKind.SHELL_AWARE, AttackKind.WHITE_BOX, Attack
 BLACK_BOX_KINDS = frozenset({AttackKind.SCORE_BASED, AttackKind.DECISION_BASED})
 
 
-def ladder(results: dict, target: str) -> list[dict]:
-    """The rungs of one target ('base' or 'shell') in a results.json dict, in battery order."""
-    return [rung for rung in results["attacks"] if rung["target"] == target]
-
-
-def breaks_of(rungs: list[dict], kinds: frozenset[AttackKind] | set) -> int:
-    """New breaks of the rungs whose attack kind is in `kinds`."""
-    return sum(rung["new_breaks"] for rung in rungs if rung["kind"] in kinds)
+def breaks_of(rungs: list, kinds: frozenset[AttackKind] | set) -> int:
+    """New breaks of the rungs (`records.AttackRecord`) whose attack kind is in `kinds`."""
+    return sum(rung.new_breaks for rung in rungs if rung.kind in kinds)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import pytest
 from robustness_eval import compare
 from robustness_eval.cli import main
 from robustness_eval.plots import LADDER_TITLE, write_plots
+from robustness_eval.records import typed_results
 from robustness_eval.report import pct, write_report
 
 TINY = ["--n-points", "24", "--attacks", "pgd,noise,lookahead,minmax,square", "--budget", "square=60",
@@ -116,7 +117,7 @@ def test_a_plot_with_nothing_to_show_is_a_sentence(two_runs, tmp_path):
     for point in results["points"]:
         point["broken_by"] = {"base": None, "shell": None}
         point["perturbation_norm"] = {"base": None, "shell": None}
-    plots = write_plots(results, tmp_path)  # no store, no examples beside it
+    plots = write_plots(typed_results(results), tmp_path)  # no store, no examples beside it
     assert list(plots.images) == [LADDER_TITLE]
     assert any("No verified break on either target" in s for s in plots.omitted)
     assert any("No verified break on the shell: no example images" in s for s in plots.omitted)
@@ -127,7 +128,9 @@ def test_a_worst_case_escalation_left_moving_is_marked_an_upper_bound(two_runs, 
     capped = tmp_path / "capped"
     shutil.copytree(two_runs["jpeg"], capped)
     results = _results(capped)
-    results["escalation"] = [{"round": 1, "target": "shell", "stopped": "time cap reached"}]
+    results["escalation"] = [{"round": 1, "target": "shell", "indicators": ["a flat loss trace"],
+                              "attacks": ["pgd@esc1"], "new_breaks": 0, "robust_accuracy_before": 0.5,
+                              "robust_accuracy_after": 0.5, "seconds": 1.0, "stopped": "time cap reached"}]
     (capped / "results.json").write_text(json.dumps(results))
     markdown = compare([two_runs["mcn"], capped], tmp_path / "cmp", labels=["mcn", "capped"]).read_text()
     header = [cell.strip() for cell in markdown.splitlines()[4].strip("|").split("|")]
@@ -138,6 +141,6 @@ def test_a_worst_case_escalation_left_moving_is_marked_an_upper_bound(two_runs, 
     assert not capped_row["base F worst case"].startswith("≤")
     # the run's own report says so in its headline
     from robustness_eval.report import headline
-    text = headline(results)
+    text = headline(typed_results(results))
     assert f"shell at most {pct(results['robust_accuracy']['shell'])}" in text and "base at most" not in text
-    assert "at most" not in headline(_results(two_runs["mcn"]))
+    assert "at most" not in headline(typed_results(_results(two_runs["mcn"])))

@@ -12,6 +12,7 @@ import pytest
 
 from robustness_eval.cli import main
 from robustness_eval.progress import PhaseClock
+from robustness_eval.records import ResultsRecord, read_record
 from robustness_eval.report import write_report
 from robustness_eval.results_file import SCHEMA_VERSION, read_results
 
@@ -43,6 +44,37 @@ def test_the_reader_takes_files_without_a_version_as_version_1_and_refuses_an_un
     assert f"has schema_version {SCHEMA_VERSION + 1}, which this robustness-eval" in err and err.count("\n") == 1
 
 
+def test_every_committed_example_reads_through_the_typed_records():
+    for example in EXAMPLES:
+        record = read_record(example / "results.json")
+        assert record.ladder("shell") and record.extras.active_test is not None and record.extras.sanity
+
+
+@pytest.mark.parametrize(("edit", "said"), [
+    (lambda r: r["extras"]["crosscheck"].update(wrong=1), "results.json.extras.crosscheck: unknown key(s) 'wrong'"),
+    (lambda r: r["attacks"][0].update(new_breaks="7"), "results.json.attacks[0].new_breaks: expected int, found str"),
+    (lambda r: r["points"][3].pop("label"), "results.json.points[3]: missing key 'label'"),
+    (lambda r: r["extras"]["sanity"][0].update(status=None), "results.json.extras.sanity[0].status: expected str"),
+])
+def test_a_results_file_that_does_not_fit_its_records_is_refused_in_one_line(edit, said, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(ROOT / "reports" / "examples" / "digits-default", run)
+    results = json.loads((run / "results.json").read_text())
+    edit(results)
+    (run / "results.json").write_text(json.dumps(results))
+    assert main(["report", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert said in err and "does not fit the results.json of schema version 1" in err and err.count("\n") == 1
+
+
+def test_extras_a_user_added_survive_the_typed_records():
+    results = json.loads((ROOT / "reports" / "examples" / "digits-default" / "results.json").read_text())
+    results["extras"]["my_check"] = {"verdict": "fine", "values": [1, 2]}
+    record = ResultsRecord.from_json({**results, "schema_version": 1})
+    assert record.extras.other == {"my_check": {"verdict": "fine", "values": [1, 2]}}
+    assert record.to_json()["extras"]["my_check"] == results["extras"]["my_check"]
+
+
 SMALL = ["--n-points", "20", "--attacks", "pgd,noise,lookahead", "--budget", "pgd=8", "--budget", "noise=8",
          "--budget", "lookahead=4", "--escalation-cap", "20", "--inference-runs", "1"]
 PHASES = ["battery", "escalation", "cross-check", "sanity checks", "active test: on-gradient", "active test: lure"]
@@ -55,6 +87,7 @@ def test_a_run_names_every_phase_records_its_seconds_and_quiet_silences_it(tmp_p
         assert f"▸ {phase}" in err, phase
     results = json.loads((tmp_path / "loud" / "results.json").read_text())
     assert results["schema_version"] == SCHEMA_VERSION
+    assert ResultsRecord.from_json(results).to_json() == results  # every key written is one the records know
     assert set(PHASES) <= set(results["extras"]["phase_seconds"])
     assert "Where the time went" in (tmp_path / "loud" / "report.md").read_text()
     assert main(["run", *SMALL, "--quiet", "--out", str(tmp_path / "quiet")]) == 0

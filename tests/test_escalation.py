@@ -13,10 +13,12 @@ from attacks.bpda_base import BPDABase, StraightThrough
 from attacks.square import Square
 from robustness_eval.cli import main
 from robustness_eval.escalation import indicators
+from robustness_eval.records import GradientDiagnostics
 from robustness_eval.types import Threat
 from robustness_eval.verify import verify
 from robustness_eval.views import BaseModelView, ShellOracle
 from shells import IdentityShell
+from tests.records_kit import results_record
 
 
 class Quantized(nn.Module):
@@ -132,30 +134,31 @@ def test_the_cli_escalates_a_masked_model_and_reports_the_rounds(tmp_path, capsy
 
 
 def test_nothing_escalates_when_no_indicator_fires():
-    results = {"attacks": [{"target": "base", "name": "pgd", "kind": "transfer", "attacked": 10, "new_breaks": 2,
-                            "loss_trace": [0.1, 0.5, 0.6, 0.6]},
-                           {"target": "base", "name": "square", "kind": "score-based", "attacked": 8,
-                            "new_breaks": 0, "loss_trace": []}],
-               "extras": {"convergence": {"change_pp": {"base": 0.0}}}}
-    clean = {"base": {"zero_gradient_share": 0.0, "nonfinite_gradient_share": 0.0}}
-    assert indicators(results, clean, {"base": 1.0}, "base") == []
-    results["attacks"][1]["new_breaks"] = 1
-    assert indicators(results, clean, {"base": 1.0}, "base") == [
+    attacks = [{"target": "base", "name": "pgd", "kind": "transfer", "attacked": 10, "new_breaks": 2,
+                "loss_trace": [0.1, 0.5, 0.6, 0.6]},
+               {"target": "base", "name": "square", "kind": "score-based", "attacked": 8, "new_breaks": 0}]
+    extras = {"convergence": {"budget_scale": 2.0, "robust_accuracy": {"base": 0.8}, "change_pp": {"base": 0.0}}}
+    clean = {"base": GradientDiagnostics(points=10, zero_gradient_share=0.0, nonfinite_gradient_share=0.0,
+                                         gradient_norm_median=1.0, gradient_norm_spread_90_10=2.0)}
+    assert indicators(results_record(attacks, extras), clean, {"base": 1.0}, "base") == []
+    attacks[1]["new_breaks"] = 1
+    assert indicators(results_record(attacks, extras), clean, {"base": 1.0}, "base") == [
         "black-box or noise attacks broke 1 point(s) the white-box attacks left"]
 
 
 def test_a_ladder_still_falling_steeply_at_its_end_escalates():
     """MNIST at the paper's scale: min-max, the last adaptive attack with breaks, broke 32 of 50."""
-    def ladder(last_breaks: int) -> dict:
-        return {"attacks": [
+    def ladder(last_breaks: int):
+        return results_record([
             {"target": "shell", "name": "pgd", "kind": "transfer", "attacked": 100, "new_breaks": 40,
              "loss_trace": [0.1, 0.5, 0.6, 0.6]},
             {"target": "shell", "name": "minmax", "kind": "shell-aware", "attacked": 50, "new_breaks": last_breaks,
              "loss_trace": [0.1, 0.5, 0.6, 0.6]},
             {"target": "shell", "name": "eot", "kind": "eot", "attacked": 50 - last_breaks, "new_breaks": 0,
-             "loss_trace": [0.1, 0.5, 0.6, 0.6]}]}
+             "loss_trace": [0.1, 0.5, 0.6, 0.6]}])
 
-    clean = {"shell": {"zero_gradient_share": 0.0, "nonfinite_gradient_share": 0.0}}
+    clean = {"shell": GradientDiagnostics(points=10, zero_gradient_share=0.0, nonfinite_gradient_share=0.0,
+                                          gradient_norm_median=1.0, gradient_norm_spread_90_10=2.0)}
     assert indicators(ladder(32), clean, None, "shell") == [
         "the ladder is still falling steeply: minmax, the last adaptive attack with breaks, broke 32 of the 50 "
         "points it attacked"]
@@ -194,7 +197,7 @@ def test_more_restarts_that_move_the_verdict_fire_the_indicator_and_escalate():
     rounds = [r for r in result.escalation if r["target"] == "base"]
     assert rounds and any("more restarts moved robust accuracy" in i for i in rounds[0]["indicators"])
     # and the indicator reads the check alone: no change, no indicator
-    quiet = {"attacks": [], "extras": {"restart_check": {"base": {**check, "change_pp": 0.0, "new_breaks": 0}}}}
+    quiet = results_record([], {"restart_check": {"base": {**check, "change_pp": 0.0, "new_breaks": 0}}})
     assert not indicators(quiet, {}, None, "base")
 
 

@@ -85,7 +85,7 @@ def test_our_pgd_agrees_with_foolbox_on_the_base_model(digits, digits_adversaria
     x, y = digits.x_test[:200], digits.y_test[:200]
     check = pgd_crosscheck(Run(Context(digits_adversarial, IdentityShell(digits_adversarial), x, y,
                                        Threat("linf", 0.1))))
-    assert abs(check["ours"] - check["foolbox"]) <= 0.01 + 1e-9, check
+    assert abs(check.ours - check.foolbox) <= 0.01 + 1e-9, check
 
 
 def test_cli_end_to_end_on_a_tiny_configuration(tmp_path):

@@ -61,13 +61,13 @@ def test_worst_case_over_runs_is_below_majority_and_both_match_the_known_flip_pr
     predicted = {"worst_case": (1 - q) ** runs,
                  "majority": sum(math.comb(runs, k) * (1 - q) ** k * q ** (runs - k)
                                  for k in range(runs // 2 + 1, runs + 1))}
-    for figures in (record["clean"], record["robust"]):
-        assert figures["worst_case"] < figures["majority"]
+    for figures in (record.clean, record.robust):
+        assert figures.worst_case < figures.majority
         for name, value in predicted.items():
-            low, high = clopper_pearson(round(figures[name] * n), n)
-            assert low <= value <= high, (name, figures[name], value)
-        assert figures["mean"] == pytest.approx(1 - q, abs=0.02)
-    assert record["runs"] == runs and record["leads"] == "worst_case" and len(record["right_clean"]) == n
+            low, high = clopper_pearson(round(getattr(figures, name) * n), n)
+            assert low <= value <= high, (name, getattr(figures, name), value)
+        assert figures.mean == pytest.approx(1 - q, abs=0.02)
+    assert record.runs == runs and record.leads == "worst_case" and len(record.right_clean) == n
 
 
 def test_a_deterministic_target_or_a_single_run_gets_no_repeated_inference_record(digits, digits_standard):
@@ -259,8 +259,8 @@ def test_a_verdict_resting_on_transfer_and_black_box_attacks_alone_says_so(digit
     forward_only = robustness_eval.evaluate(digits_standard, FlipShell(digits_standard), (x, y), Threat("linf", 0.1),
                                             attacks="pgd,eot,square", budgets={"pgd": 5, "square": 8},
                                             n_points=None, inference_runs=2, **QUIET)
-    assert "rests on transfer and black-box attacks alone" in headline(forward_only.to_json())
+    assert "rests on transfer and black-box attacks alone" in headline(forward_only.record())
     searched = robustness_eval.evaluate(digits_standard, MCNShell(digits_standard, 0.1, steps=2), (x, y),
                                         Threat("linf", 0.1), attacks="pgd,bpda", budgets={"pgd": 5, "bpda": 3},
                                         n_points=None, **QUIET)
-    assert "black-box attacks alone" not in headline(searched.to_json())
+    assert "black-box attacks alone" not in headline(searched.record())

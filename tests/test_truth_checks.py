@@ -10,12 +10,14 @@ from robustness_eval import sanity
 from robustness_eval.active import CONSTRUCTIONS, active_test, plant
 from robustness_eval.api import ground_truth
 from robustness_eval.data import make_synthetic
+from robustness_eval.records import ActivePart, ActiveTest, Caveat, GroundTruthCounts
 from robustness_eval.runner import Run
 from robustness_eval.types import Threat
 from robustness_eval.units import Context
 from robustness_eval.verify import verify
 from shells import IdentityShell, MCNShell
 from tests.conftest import PatientPGD
+from tests.records_kit import results_record
 
 
 class FeeblePGD(PGD):
@@ -50,14 +52,14 @@ def test_active_test_fails_a_weakened_battery_and_passes_the_default(setting):
     run = Run(Context(model, IdentityShell(model), x, y, threat))
     weak = active_test(run, make, 0.1, attacks=[FeeblePGD()])
     strong = active_test(run, make, 0.1, attacks="fast")
-    assert weak["valid"] >= 20
-    assert weak["status"] == "fail" and weak["share_found"] < 0.95
-    assert strong["status"] == "pass" and strong["share_found"] >= 0.95
+    assert weak.valid >= 20
+    assert weak.status == "fail" and weak.share_found < 0.95
+    assert strong.status == "pass" and strong.share_found >= 0.95
     # every construction is reported on its own, and the off-gradient plants are harder to find
     for result in (weak, strong):
-        assert set(result["constructions"]) == set(CONSTRUCTIONS)
-        assert result["share_found"] == result["constructions"]["on-gradient"]["share_found"]
-    assert weak["off_gradient_share_found"] <= strong["off_gradient_share_found"]
+        assert set(result.constructions) == set(CONSTRUCTIONS)
+        assert result.share_found == result.constructions["on-gradient"].share_found
+    assert weak.off_gradient_share_found <= strong.off_gradient_share_found
 
 
 def test_orthogonal_plants_are_off_the_path_transfer_pgd_follows(setting):
@@ -66,9 +68,9 @@ def test_orthogonal_plants_are_off_the_path_transfer_pgd_follows(setting):
     madry = PGD(40, 2, mixed=False, deep=False)  # uniform starts, first success: the plain gradient path
     result = active_test(Run(Context(model, IdentityShell(model), x, y, threat)),
                          lambda planted: MCNShell(planted, 0.1, "linf", threat.bounds), 0.1,
-                         attacks=[madry], plants={"on-gradient": 30, "orthogonal": 30})["constructions"]
-    assert result["on-gradient"]["share_found"] >= 0.9
-    assert result["orthogonal"]["share_found"] <= result["on-gradient"]["share_found"] - 0.2
+                         attacks=[madry], plants={"on-gradient": 30, "orthogonal": 30}).constructions
+    assert result["on-gradient"].share_found >= 0.9
+    assert result["orthogonal"].share_found <= result["on-gradient"].share_found - 0.2
 
 
 def test_plants_are_real_adversarial_examples_inside_the_ball(setting):
@@ -164,31 +166,40 @@ def test_the_headline_says_how_much_missed_plants_can_overstate_robust_accuracy(
     from robustness_eval.report import overstatement
 
     def active(**shares):
-        return {"share_found": shares["on-gradient"],
-                "constructions": {name: {"share_found": share} for name, share in shares.items()}}
+        parts = {name: ActivePart(status="pass", found=round(40 * share), evaluated=40, share_found=share)
+                 for name, share in shares.items()}
+        test = ActiveTest(status="pass", share_found=shares["on-gradient"], constructions=parts)
+        test.caveat = Caveat.of(parts, robust_accuracy=0.6, breaks=30, n=100)
+        return test
 
-    assert overstatement(active(**{"on-gradient": 1.0, "orthogonal": 0.96, "other-class": 0.99})) == ""
+    assert overstatement(active(**{"on-gradient": 1.0, "orthogonal": 0.975, "other-class": 0.99})) == ""
     sentence = overstatement(active(**{"on-gradient": 1.0, "orthogonal": 0.875, "other-class": 0.9}))
-    assert "missed 12.5 % of the active test's orthogonal" in sentence and "overstated by up to 12.5 pp" in sentence
-    assert "up to 8.0 pp" in overstatement({"share_found": 0.92})  # a result from before the constructions
-    assert overstatement({}) == ""
+    # f = 35 / 40: about 30 × (1 − f) / f = 4.3 of 100 points missed, at most 1 − f = 12.5 pp
+    assert "found only 35 of 40 (87.5 %" in sentence and "test's orthogonal planted" in sentence
+    assert "overstated by about 4.3 pp" in sentence and "by at most 12.5 pp" in sentence
+    assert overstatement(None) == "" and overstatement(ActiveTest(status="not run", reason="L2")) == ""
+    # a results.json from before the caveat was recorded gets it from the same figures when it is read
+    legacy = results_record(extras={"active_test": {"status": "fail", "share_found": 0.92, "found": 23,
+                                                    "evaluated": 25}})
+    assert "by at most 8.0 pp" in overstatement(legacy.extras.active_test)
 
 
 def test_flat_or_falling_loss_traces_are_flagged():
-    results = {"attacks": [
+    results = results_record([
         {"target": "shell", "name": "bpda", "kind": "bpda", "loss_trace": [1.0, 1.0, 1.0, 1.0]},
         {"target": "shell", "name": "minmax", "kind": "shell-aware", "loss_trace": [-3.0, -2.0, -1.0, 0.5]},
         {"target": "shell", "name": "lookahead", "kind": "shell-aware", "loss_trace": [-3.0, -1.0, -0.9, -0.9]},
-    ]}
+    ])
     statuses = {v.name: v.status for v in sanity.loss_traces(results)}
     assert statuses == {"loss trace of bpda": "fail", "loss trace of minmax": "warn",
                         "loss trace of lookahead": "pass"}
 
 
 def test_convergence_and_noise_checks_read_the_results():
-    results = {"attacks": [{"target": "shell", "kind": "baseline", "new_breaks": 5},
-                           {"target": "shell", "kind": "transfer", "new_breaks": 2}],
-               "extras": {"convergence": {"change_pp": {"base": 0.0, "shell": -4.5}}}}
+    results = results_record([{"target": "shell", "kind": "baseline", "new_breaks": 5},
+                              {"target": "shell", "kind": "transfer", "new_breaks": 2}],
+                             {"convergence": {"budget_scale": 2.0, "robust_accuracy": {"base": 0.8, "shell": 0.7},
+                                              "change_pp": {"base": 0.0, "shell": -4.5}}})
     assert sanity.convergence(results).status == "fail"
     assert sanity.noise_vs_attacks(results).status == "fail"
 
@@ -200,7 +211,7 @@ def test_ground_truth_separates_true_adversarials_from_label_changes():
     donor = torch.stack([data.x_test[(data.y_test == c).nonzero()[0, 0]] for c in other])
     adversarial = {"shell": {0: x[0] + 0.001, 1: x[1].clone(), 2: donor[2], 3: donor[3]}}
     counts = ground_truth(adversarial, data.true_label, y)
-    assert counts == {"shell": {"true_adversarial": 2, "label_changing": 2}}
+    assert counts == {"shell": GroundTruthCounts(true_adversarial=2, label_changing=2)}
 
 
 class ForgetfulPGD(PGD):
@@ -247,10 +258,10 @@ def test_a_construction_whose_points_the_shell_misclassifies_in_the_battery_is_n
     result = active_test(Run(Context(model, IdentityShell(model), x, y, threat)),
                          lambda planted: MCNShell(planted, 0.1, "linf", threat.bounds), 0.1,
                          plants={"on-gradient": 10, "orthogonal": 10})
-    for part in result["constructions"].values():
-        assert part["status"] == "not run" and "share_found" not in part and part["valid"] > 0, part
-    assert "off_gradient_share_found" not in result
-    assert active.caveat(result, 0.5, 5, 30) is None
+    for part in result.constructions.values():
+        assert part.status == "not run" and part.share_found is None and part.valid > 0, part
+    assert result.off_gradient_share_found is None
+    assert Caveat.of(result.parts(), 0.5, 5, 30) is None
 
 
 def test_the_active_test_counts_the_doubled_budget_round_and_the_restart_check(setting):
@@ -265,8 +276,8 @@ def test_the_active_test_counts_the_doubled_budget_round_and_the_restart_check(s
     plants = {"on-gradient": 20}
     without = active_test(run, make, 0.1, [PatientPGD(budget=1, restarts=1)], plants, convergence=False)
     counted = active_test(run, make, 0.1, [PatientPGD(budget=1, restarts=1)], plants, convergence=True)
-    assert without["found"] == 0 and counted["found"] > 0
-    assert counted["found_by"]["patient-pgd@x2"] == counted["found"]
+    assert without.found == 0 and counted.found > 0
+    assert counted.found_by["patient-pgd@x2"] == counted.found
     # the restart check runs on the plants too: its rungs are named in what found them
     restarts = active_test(run, make, 0.1, [PatientPGD(budget=1, restarts=2)], plants, convergence=False)
-    assert "patient-pgd@restarts" in restarts["found_by"]
+    assert "patient-pgd@restarts" in restarts.found_by
