@@ -38,9 +38,8 @@ class SurrogatePGD(PGD):
     description = "PGD with full gradients through the attack-time surrogate, EOT over its draws"
 
     def __init__(self, budget: int = 100, restarts: int = 2, rel_step: float = 2.5, targets: int = 0,
-                 mixed: bool = True, deep: bool = True, first_restart: int = 0, draws: int | None = None,
-                 search_shells: bool = True) -> None:
-        super().__init__(budget, restarts, rel_step, targets, mixed, deep, first_restart)
+                 first_restart: int = 0, draws: int | None = None, search_shells: bool = True) -> None:
+        super().__init__(budget, restarts, rel_step, targets, first_restart=first_restart)  # ODS and uniform starts
         self.draws = None if draws is None else check_positive_int(draws, "draws")
         self.search_shells = bool(search_shells)
 

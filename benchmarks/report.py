@@ -64,118 +64,125 @@ LIMITS = {
 def write_results(folder: Path) -> Path:
     lines = ["# Benchmark results", "", "Written by `python -m benchmarks` (the numbers are the last run's). "
              "Benchmarks assert nothing; every ratio is measured within one run on this machine.", ""]
-    throughput = _load(folder, "shell_throughput")
-    if throughput:
-        m = throughput["machine"]
-        lines += [f"Machine: {m['cores']} cores, {m['torch_threads']} torch threads, {m['processor']}; python "
-                  f"{m['python']}, torch {m['torch']}, foolbox {m['foolbox']}, nevergrad {m['nevergrad']}.", "",
-                  (f"GPU: {m['gpu']}." if m.get("gpu") else
-                   "GPU: none. No GPU was available to the run that wrote these figures, so every number here is "
-                   "from the CPU; the GPU figures (batched MCN against the fp32 forward+backward limit of a "
-                   "CIFAR-style ResNet-18, points/s with a bfloat16 search, the battery's wall time on a GPU) "
-                   "have not been measured. What the CPU shows about devices and precision (chunk size, "
-                   "bfloat16 search) is in `benchmarks/DEVICES.md`."), "",
-                  "## Shell throughput", "",
-                  f"Plain 1024² matmul: {throughput['matmul_gflops']:.1f} GFLOP/s. The limit is the same number "
-                  "of batched forward+backward passes of the same model on the same rows (MCN: steps + 1; NCN "
-                  "by bisection: (steps + 1) × (rounds + 1)). NCN leaves points already p-confident alone, so "
-                  "its rates and its limit count only the points it searches. The naive loop runs the same "
-                  "search one point, class and restart at a time and must return the same points.", "",
-                  "| data | shell | points (searched) | searched points/s | naive points/s | speed-up vs naive | "
-                  "same result | fraction of fwd+bwd limit |", "|---|---|---|---|---|---|---|---|"]
-        for r in throughput["rows"]:
-            rate = r["points_searched"] / r["shell_seconds"]
-            lines.append(f"| {r['data']} | {r['shell']} | {r['points']} ({r['points_searched']}) | {rate:.1f} | "
-                         f"{_fmt(r.get('naive_points_per_second'))} | {_fmt(r.get('speedup_vs_naive'), 1)} | "
-                         f"{_fmt(r.get('naive_equal'))} | {100 * r['fraction_of_limit']:.0f} % |")
-        lines += ["", "Targets: batched search ≥ 50× the naive loop and ≥ 80 % of the forward+backward limit:"]
-        for r in throughput["rows"]:
-            speedup = r.get("speedup_vs_naive")
-            speed = ("not measured" if speedup is None else "met" if speedup >= 50
-                     else f"missed: {speedup:.0f}× of the 50× asked")
-            share = 100 * r["fraction_of_limit"]
-            limit = "met" if share >= 80 else f"missed by {80 - share:.0f} pp"
-            lines.append(f"- {r['data']} {r['shell'].upper()}: {_fmt(speedup, 0)}× ({speed}), "
-                         f"{share:.0f} % of the limit ({limit}).")
-            if speedup is not None and speedup < 50:
-                lines.append(f"  What limits it: {LIMITS[r['data'] + '-naive']}.")
-            if share < 80:
-                lines.append(f"  What limits it: {LIMITS['small-batch']}.")
-            if share > 100:
-                lines.append(f"  Note: {LIMITS['limit-over-100']}.")
-        lines += ["", "Profile of an exact early exit: a (point, class) row whose projected step leaves it where "
-                  "it was is at a fixed point and could skip every later step. Share of such rows per step, "
-                  "and the most an exact early exit could save:", ""]
-        for r in throughput["rows"]:
-            if "fixed_rows_by_step" in r:
-                by_step = ", ".join(f"{100 * v:.0f}" for v in r["fixed_rows_by_step"])
-                lines.append(f"- {r['data']} MCN: {by_step} % (steps 1–{len(r['fixed_rows_by_step'])}); "
-                             f"saving at most {100 * r['early_exit_saving_bound']:.1f} % of the passes.")
-        lines += ["", f"So early exit is not implemented: {LIMITS['early-exit']}.", ""]
-    peers = _load(folder, "peers")
-    if peers:
-        lines += ["## Attacks against peers at equal budgets", "",
-                  f"Digits adversarial MLP, {peers['points']} clean-correct points, L∞ ε = {peers['eps']}; every "
-                  "success verified by the suite.", "",
-                  "| budget | attack | success | median queries to success | seconds |", "|---|---|---|---|---|"]
-        for r in peers["rows"]:
-            lines.append(f"| {r['suite']} | {r['attack']} | {100 * r['success_rate']:.1f} % | "
-                         f"{_fmt(r['median_queries_to_success'], 0)} | {r['seconds']:.2f} |")
-        lines += ["", "Targets (each of ours at least as successful as its best peer, no slower than its fastest):"]
-        for suite in dict.fromkeys(r["suite"] for r in peers["rows"]):
-            group = [r for r in peers["rows"] if r["suite"] == suite]
-            ours = next(r for r in group if r["attack"].startswith("ours"))
-            others = [r for r in group if r is not ours]
-            if not others:
-                continue
-            best = max(r["success_rate"] for r in others)
-            fastest = min(r["seconds"] for r in others)
-            gap = 100 * (best - ours["success_rate"])
-            success = "met" if gap <= 0 else f"missed by {gap:.1f} pp"
-            speed = "met" if ours["seconds"] <= fastest else f"missed: {ours['seconds'] / fastest:.1f}× slower"
-            lines.append(f"- {suite}: success {100 * ours['success_rate']:.1f} % vs best peer {100 * best:.1f} % "
-                         f"({success}); time {ours['seconds']:.2f}s vs fastest {fastest:.2f}s ({speed}).")
-            if "missed" in success + speed:
-                lines.append(f"  What limits it: {LIMITS[suite.split(',')[0]]}.")
-        lines.append("")
-    blackbox = _load(folder, "blackbox_shells")
-    if blackbox:
-        lines += ["## Black-box attacks on the MCN shell", "",
-                  f"Digits, MCN δ = 0.1 (10 inner steps), L∞ ε = {blackbox['eps']}, {blackbox['points']} points, "
-                  f"budget {blackbox['budget']} queries per point.", "",
-                  "| attack | broken | queries | queries per broken point | ms per query |", "|---|---|---|---|---|"]
-        for r in blackbox["rows"]:
-            lines.append(f"| {r['attack']} | {r['broken']}/{r['points']} | {r['queries']} | "
-                         f"{_fmt(r['queries_per_broken_point'], 0)} | {1000 * r['seconds_per_query']:.2f} |")
-        ours = [r for r in blackbox["rows"] if r["attack"].startswith("ours") and r["queries_per_broken_point"]]
-        peer = [r for r in blackbox["rows"] if r["attack"].startswith("torchattacks")]
-        if ours and peer and peer[0]["queries_per_broken_point"]:
-            best = min(ours, key=lambda r: r["queries_per_broken_point"])
-            ratio = peer[0]["queries_per_broken_point"] / best["queries_per_broken_point"]
-            lines += ["", f"Target ≥ 2× fewer queries per broken point than torchattacks' Square through the same "
-                      f"shell: {best['attack']} {ratio:.1f}× "
-                      f"({'met' if ratio >= 2 else f'missed: {ratio:.1f}× of the 2× asked'})."]
-            if ratio < 2:
-                lines.append(f"What limits it: {LIMITS['queries']}.")
-        lines += ["", "Cost of one MCN query (20 points, δ = 0.1; defaults 20 steps, 1 restart, 10 classes; the "
-                  "classes sweep on untrained MLPs of the digits model's shape):", "",
-                  "| parameter | value | ms per query |", "|---|---|---|"]
-        for c in blackbox["cost"]:
-            lines.append(f"| {c['parameter']} | {c['value']} | {1000 * c['seconds_per_query']:.2f} |")
-        lines += ["", f"![cost of one MCN query]({_cost_plot(folder, blackbox['cost'])})", ""]
-    backends = _load(folder, "backends")
-    if backends:
-        lines += _backend_lines(backends)
-    search_shells = _load(folder, "search_shells")
-    if search_shells:
-        lines += _search_shell_lines(search_shells["search_shells"])
-    hard_label = _load(folder, "hard_label")
-    if hard_label:
-        lines += _hard_label_lines(hard_label)
+    for name, section in (("shell_throughput", _throughput_lines), ("peers", _peers_lines),
+                          ("blackbox_shells", lambda result: _blackbox_lines(folder, result)),
+                          ("backends", _backend_lines),
+                          ("search_shells", lambda result: _search_shell_lines(result["search_shells"])),
+                          ("hard_label", _hard_label_lines)):
+        result = _load(folder, name)
+        if result:
+            lines += section(result)
     path = folder / "RESULTS.md"
     path.write_text("\n".join(lines) + "\n")
     return path
 
+
+def _throughput_lines(throughput: dict) -> list[str]:
+    lines: list[str] = []
+    m = throughput["machine"]
+    lines += [f"Machine: {m['cores']} cores, {m['torch_threads']} torch threads, {m['processor']}; python "
+              f"{m['python']}, torch {m['torch']}, foolbox {m['foolbox']}, nevergrad {m['nevergrad']}.", "",
+              (f"GPU: {m['gpu']}." if m.get("gpu") else
+               "GPU: none. No GPU was available to the run that wrote these figures, so every number here is "
+               "from the CPU; the GPU figures (batched MCN against the fp32 forward+backward limit of a "
+               "CIFAR-style ResNet-18, points/s with a bfloat16 search, the battery's wall time on a GPU) "
+               "have not been measured. What the CPU shows about devices and precision (chunk size, "
+               "bfloat16 search) is in `benchmarks/DEVICES.md`."), "",
+              "## Shell throughput", "",
+              f"Plain 1024² matmul: {throughput['matmul_gflops']:.1f} GFLOP/s. The limit is the same number "
+              "of batched forward+backward passes of the same model on the same rows (MCN: steps + 1; NCN "
+              "by bisection: (steps + 1) × (rounds + 1)). NCN leaves points already p-confident alone, so "
+              "its rates and its limit count only the points it searches. The naive loop runs the same "
+              "search one point, class and restart at a time and must return the same points.", "",
+              "| data | shell | points (searched) | searched points/s | naive points/s | speed-up vs naive | "
+              "same result | fraction of fwd+bwd limit |", "|---|---|---|---|---|---|---|---|"]
+    for r in throughput["rows"]:
+        rate = r["points_searched"] / r["shell_seconds"]
+        lines.append(f"| {r['data']} | {r['shell']} | {r['points']} ({r['points_searched']}) | {rate:.1f} | "
+                     f"{_fmt(r.get('naive_points_per_second'))} | {_fmt(r.get('speedup_vs_naive'), 1)} | "
+                     f"{_fmt(r.get('naive_equal'))} | {100 * r['fraction_of_limit']:.0f} % |")
+    lines += ["", "Targets: batched search ≥ 50× the naive loop and ≥ 80 % of the forward+backward limit:"]
+    for r in throughput["rows"]:
+        speedup = r.get("speedup_vs_naive")
+        speed = ("not measured" if speedup is None else "met" if speedup >= 50
+                 else f"missed: {speedup:.0f}× of the 50× asked")
+        share = 100 * r["fraction_of_limit"]
+        limit = "met" if share >= 80 else f"missed by {80 - share:.0f} pp"
+        lines.append(f"- {r['data']} {r['shell'].upper()}: {_fmt(speedup, 0)}× ({speed}), "
+                     f"{share:.0f} % of the limit ({limit}).")
+        if speedup is not None and speedup < 50:
+            lines.append(f"  What limits it: {LIMITS[r['data'] + '-naive']}.")
+        if share < 80:
+            lines.append(f"  What limits it: {LIMITS['small-batch']}.")
+        if share > 100:
+            lines.append(f"  Note: {LIMITS['limit-over-100']}.")
+    lines += ["", "Profile of an exact early exit: a (point, class) row whose projected step leaves it where "
+              "it was is at a fixed point and could skip every later step. Share of such rows per step, "
+              "and the most an exact early exit could save:", ""]
+    for r in throughput["rows"]:
+        if "fixed_rows_by_step" in r:
+            by_step = ", ".join(f"{100 * v:.0f}" for v in r["fixed_rows_by_step"])
+            lines.append(f"- {r['data']} MCN: {by_step} % (steps 1–{len(r['fixed_rows_by_step'])}); "
+                         f"saving at most {100 * r['early_exit_saving_bound']:.1f} % of the passes.")
+    lines += ["", f"So early exit is not implemented: {LIMITS['early-exit']}.", ""]
+    return lines
+
+
+def _peers_lines(peers: dict) -> list[str]:
+    lines: list[str] = []
+    lines += ["## Attacks against peers at equal budgets", "",
+              f"Digits adversarial MLP, {peers['points']} clean-correct points, L∞ ε = {peers['eps']}; every "
+              "success verified by the suite.", "",
+              "| budget | attack | success | median queries to success | seconds |", "|---|---|---|---|---|"]
+    for r in peers["rows"]:
+        lines.append(f"| {r['suite']} | {r['attack']} | {100 * r['success_rate']:.1f} % | "
+                     f"{_fmt(r['median_queries_to_success'], 0)} | {r['seconds']:.2f} |")
+    lines += ["", "Targets (each of ours at least as successful as its best peer, no slower than its fastest):"]
+    for suite in dict.fromkeys(r["suite"] for r in peers["rows"]):
+        group = [r for r in peers["rows"] if r["suite"] == suite]
+        ours = next(r for r in group if r["attack"].startswith("ours"))
+        others = [r for r in group if r is not ours]
+        if not others:
+            continue
+        best = max(r["success_rate"] for r in others)
+        fastest = min(r["seconds"] for r in others)
+        gap = 100 * (best - ours["success_rate"])
+        success = "met" if gap <= 0 else f"missed by {gap:.1f} pp"
+        speed = "met" if ours["seconds"] <= fastest else f"missed: {ours['seconds'] / fastest:.1f}× slower"
+        lines.append(f"- {suite}: success {100 * ours['success_rate']:.1f} % vs best peer {100 * best:.1f} % "
+                     f"({success}); time {ours['seconds']:.2f}s vs fastest {fastest:.2f}s ({speed}).")
+        if "missed" in success + speed:
+            lines.append(f"  What limits it: {LIMITS[suite.split(',')[0]]}.")
+    lines.append("")
+    return lines
+
+
+def _blackbox_lines(folder: Path, blackbox: dict) -> list[str]:
+    lines: list[str] = []
+    lines += ["## Black-box attacks on the MCN shell", "",
+              f"Digits, MCN δ = 0.1 (10 inner steps), L∞ ε = {blackbox['eps']}, {blackbox['points']} points, "
+              f"budget {blackbox['budget']} queries per point.", "",
+              "| attack | broken | queries | queries per broken point | ms per query |", "|---|---|---|---|---|"]
+    for r in blackbox["rows"]:
+        lines.append(f"| {r['attack']} | {r['broken']}/{r['points']} | {r['queries']} | "
+                     f"{_fmt(r['queries_per_broken_point'], 0)} | {1000 * r['seconds_per_query']:.2f} |")
+    ours = [r for r in blackbox["rows"] if r["attack"].startswith("ours") and r["queries_per_broken_point"]]
+    peer = [r for r in blackbox["rows"] if r["attack"].startswith("torchattacks")]
+    if ours and peer and peer[0]["queries_per_broken_point"]:
+        best = min(ours, key=lambda r: r["queries_per_broken_point"])
+        ratio = peer[0]["queries_per_broken_point"] / best["queries_per_broken_point"]
+        lines += ["", f"Target ≥ 2× fewer queries per broken point than torchattacks' Square through the same "
+                  f"shell: {best['attack']} {ratio:.1f}× "
+                  f"({'met' if ratio >= 2 else f'missed: {ratio:.1f}× of the 2× asked'})."]
+        if ratio < 2:
+            lines.append(f"What limits it: {LIMITS['queries']}.")
+    lines += ["", "Cost of one MCN query (20 points, δ = 0.1; defaults 20 steps, 1 restart, 10 classes; the "
+              "classes sweep on untrained MLPs of the digits model's shape):", "",
+              "| parameter | value | ms per query |", "|---|---|---|"]
+    for c in blackbox["cost"]:
+        lines.append(f"| {c['parameter']} | {c['value']} | {1000 * c['seconds_per_query']:.2f} |")
+    lines += ["", f"![cost of one MCN query]({_cost_plot(folder, blackbox['cost'])})", ""]
+    return lines
 
 def _hard_label_lines(result: dict) -> list[str]:
     lines = ["## Hard-label L∞ attacks at equal queries", "",

@@ -25,10 +25,16 @@ A subclass's constructor arguments are recorded once, when it is built (`shell_a
 both `describe()` (what a run's config binds, so a resume with any other argument is refused) and
 `rebuild()` are derived from that record; `option_parameters` names the constructor parameter a
 suite option (delta, p, norm, bounds, seed, search_dtype) sets where the names differ.
+
+A shell with many settings keeps them in a small dataclass, its `settings_type`: the constructor takes them as
+keywords (`**settings`), `use_settings` validates them there (one place, shared where shells share a search) and
+sets them as attributes, and the constructor's signature lists every setting by name, so inspection, option
+binding and the record see them as ordinary keyword parameters.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 from typing import Any, ClassVar
@@ -42,6 +48,16 @@ from robustness_eval.types import Bounds, Norm
 CAPABILITIES = ("search", "per-class-search", "ball-ascent", "sampling", "deterministic", "differentiable", "surrogate",
                 "reseed")
 SHELL_OPTIONS = ("delta", "p", "norm", "bounds", "seed", "search_dtype")
+
+
+def with_settings(init, settings_type: type) -> inspect.Signature:
+    """`init`'s signature with its `**settings` replaced by the fields of the dataclass `settings_type`, as keyword
+    parameters with their defaults."""
+    signature = inspect.signature(init)
+    kept = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    settings = [inspect.Parameter(item.name, inspect.Parameter.KEYWORD_ONLY, default=item.default,
+                                  annotation=item.type) for item in dataclasses.fields(settings_type)]
+    return signature.replace(parameters=[*kept, *settings])
 
 
 def _recording(init):
@@ -102,12 +118,29 @@ class Shell(nn.Module):
     differentiable: ClassVar[bool] = False  # True: forward keeps the graph from x to G(x)
     capabilities: ClassVar[frozenset[str] | None] = None  # None: derived by `capabilities(shell)`
     option_parameters: ClassVar[dict[str, str]] = {}  # suite option → constructor parameter, where they differ
+    settings_type: ClassVar[type | None] = None  # a dataclass of the settings `__init__` takes as **settings
     shell_arguments: dict[str, Any]
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
         if "__init__" in cls.__dict__:
-            cls.__init__ = _recording(cls.__dict__["__init__"])
+            init = cls.__dict__["__init__"]
+            if "settings_type" in cls.__dict__:
+                init.__signature__ = with_settings(init, cls.settings_type)
+            cls.__init__ = _recording(init)
+
+    def use_settings(self, given: dict[str, Any]) -> Any:
+        """This shell's `settings_type` built (and validated) from the keywords `given`, its fields set as the
+        shell's attributes (`shell.steps`); a TypeError names a keyword it does not take and the ones it does."""
+        names = [item.name for item in dataclasses.fields(self.settings_type)]
+        unknown = sorted(set(given) - set(names))
+        if unknown:
+            raise TypeError(f"{type(self).__name__} takes no setting {', '.join(map(repr, unknown))}; its settings "
+                            f"are: {', '.join(names)}")
+        settings = self.settings_type(**given)
+        for name in names:
+            setattr(self, name, getattr(settings, name))
+        return settings
 
     def __init__(self, model: nn.Module, norm: Norm | str = Norm.LINF,
                  bounds: Bounds = Bounds()) -> None:

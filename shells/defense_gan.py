@@ -13,12 +13,31 @@ attacks go straight through it (BPDA), as Athalye et al. (2018) broke it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from robustness_eval.modules import eval_mode
 from robustness_eval.types import Bounds, check_nonnegative, check_positive_int
 from shells.base import Shell
+
+
+@dataclass
+class ProjectionSettings:
+    """How Defense-GAN projects (see `DefenseGANShell` for each field), validated where it is built."""
+
+    steps: int = 100
+    starts: int = 8
+    lr: float = 0.1
+    radius: float | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.steps = check_positive_int(self.steps, "steps")
+        self.starts = check_positive_int(self.starts, "starts")
+        self.lr = check_nonnegative(self.lr, "lr")
+        self.radius = None if self.radius is None else check_nonnegative(self.radius, "radius")
 
 
 class DefenseGANShell(Shell):
@@ -29,28 +48,27 @@ class DefenseGANShell(Shell):
         generator: a module mapping latent vectors (B, latent) to inputs inside `bounds` (the zoo's VAE
             decoder: `robustness_eval.generative.load_generative(dataset, "vae").decoder`).
         latent: the latent dimension.
+        bounds: input box.
+
+    Settings (keywords, `ProjectionSettings`):
         steps: L, gradient steps per start (Adam, learning rate `lr`).
         starts: R, random starts per input.
         radius: None (unlimited) or the L∞ radius H(x) is moved back into.
-        bounds: input box.
         seed: seed of the starts.
     """
 
     kind = "defense-gan"
+    settings_type = ProjectionSettings
 
-    def __init__(self, model: nn.Module, generator: nn.Module, latent: int, steps: int = 100, starts: int = 8,
-                 lr: float = 0.1, radius: float | None = None, bounds: Bounds = Bounds(), seed: int = 0) -> None:
+    def __init__(self, model: nn.Module, generator: nn.Module, latent: int, bounds: Bounds = Bounds(),
+                 **settings) -> None:
         super().__init__(model, "linf", bounds)
         if not isinstance(generator, nn.Module):
             raise TypeError(f"`generator` must be a torch.nn.Module (got {type(generator).__name__})")
         self.generator_net = eval_mode(generator)
         self.latent = check_positive_int(latent, "latent")
-        self.steps = check_positive_int(steps, "steps")
-        self.starts = check_positive_int(starts, "starts")
-        self.lr = check_nonnegative(lr, "lr")
-        self.limit = None if radius is None else check_nonnegative(radius, "radius")
-        self.radius = bounds.width if radius is None else self.limit
-        self.seed = seed
+        self.limit = self.use_settings(settings).radius
+        self.radius = bounds.width if self.limit is None else self.limit
 
     def search(self, x: torch.Tensor) -> torch.Tensor:
         x = x.detach()

@@ -15,6 +15,8 @@ from `seed`, so the search is deterministic and each point's result is independe
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -33,6 +35,30 @@ def log_odds(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return own - torch.logsumexp(logits.scatter(1, target[:, None], float("-inf")), dim=1)
 
 
+@dataclass
+class SearchSettings:
+    """How MCN searches (see `MCNShell` for each field), validated where it is built."""
+
+    steps: int = 20
+    restarts: int = 1
+    step_size: float | None = None
+    objective: str = "logprob"
+    chunk_rows: int = 8192
+    seed: int = 0
+    search_dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        self.steps = check_positive_int(self.steps, "steps")
+        self.restarts = check_positive_int(self.restarts, "restarts")
+        self.step_size = None if self.step_size is None else check_nonnegative(self.step_size, "step_size")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {self.objective!r}; choose one of: {', '.join(OBJECTIVES)}")
+        self.chunk_rows = check_positive_int(self.chunk_rows, "chunk_rows")
+        if self.search_dtype not in SEARCH_DTYPES:
+            raise ValueError(f"unknown search_dtype {self.search_dtype!r}; choose one of: "
+                             f"{', '.join(SEARCH_DTYPES)}")
+
+
 class MCNShell(Shell):
     """Most confident neighbour within radius `delta` (L∞ or L2).
 
@@ -41,6 +67,8 @@ class MCNShell(Shell):
         delta: search radius δ ≥ 0 (δ = 0 gives back F).
         norm: 'linf' or 'l2'.
         bounds: input box the search stays in.
+
+    Settings (keywords, `SearchSettings`):
         steps: projected ascent steps per class and restart.
         restarts: starts per class (the first at x).
         step_size: ascent step; default 2.5·δ/steps (Madry et al.'s rule).
@@ -55,24 +83,13 @@ class MCNShell(Shell):
 
     kind = "mcn"
     capabilities = frozenset({"search", "per-class-search", "ball-ascent", "deterministic", "surrogate"})
+    settings_type = SearchSettings
 
     def __init__(self, model: nn.Module, delta: float, norm: Norm | str = Norm.LINF,
-                 bounds: Bounds = Bounds(), steps: int = 20, restarts: int = 1,
-                 step_size: float | None = None, objective: str = "logprob",
-                 chunk_rows: int = 8192, seed: int = 0, search_dtype: str = "float32") -> None:
+                 bounds: Bounds = Bounds(), **settings) -> None:
         super().__init__(model, norm, bounds)
         self.radius = check_nonnegative(delta, "delta")
-        self.steps = check_positive_int(steps, "steps")
-        self.restarts = check_positive_int(restarts, "restarts")
-        self.step_size = None if step_size is None else check_nonnegative(step_size, "step_size")
-        if objective not in OBJECTIVES:
-            raise ValueError(f"unknown objective {objective!r}; choose one of: {', '.join(OBJECTIVES)}")
-        self.objective = objective
-        self.chunk_rows = check_positive_int(chunk_rows, "chunk_rows")
-        self.seed = seed
-        if search_dtype not in SEARCH_DTYPES:
-            raise ValueError(f"unknown search_dtype {search_dtype!r}; choose one of: {', '.join(SEARCH_DTYPES)}")
-        self.search_dtype = search_dtype
+        self.use_settings(settings)
         self._patterns: dict[tuple, torch.Tensor] = {}
 
     def restart_pattern(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:

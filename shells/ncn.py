@@ -20,6 +20,7 @@ attacks that need a per-class search (min-max) then apply to it as to MCN.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -39,6 +40,33 @@ from shells.mcn import MCNShell
 METHODS = ("penalty", "bisection")
 
 
+@dataclass
+class NearestSettings:
+    """How NCN searches (see `NCNShell` for each field), validated where it is built; `steps`, `restarts`, `seed`
+    and `search_dtype` also set the inner MCN search that bisection runs."""
+
+    max_radius: float = 0.5
+    method: str = "bisection"
+    steps: int = 20
+    rounds: int = 8
+    alpha: float = 10.0
+    growth: float = 10.0
+    lr: float = 0.01
+    restarts: int = 1
+    seed: int = 0
+    search_dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        self.max_radius = check_nonnegative(self.max_radius, "max_radius")
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of: {', '.join(METHODS)}")
+        self.steps = check_positive_int(self.steps, "steps")
+        self.rounds = check_positive_int(self.rounds, "rounds")
+        self.alpha = check_nonnegative(self.alpha, "alpha")
+        self.growth = check_nonnegative(self.growth, "growth")
+        self.lr = check_nonnegative(self.lr, "lr")
+
+
 class NCNShell(Shell):
     """Nearest point with confidence at least `p` (L∞ or L2).
 
@@ -47,36 +75,30 @@ class NCNShell(Shell):
         p: confidence threshold in (0, 1).
         norm: 'linf' or 'l2'.
         bounds: input box.
+
+    Settings (keywords, `NearestSettings`):
         max_radius: the search never leaves this ball around x.
         method: 'penalty' (the paper's quadratic penalty) or 'bisection' (on δ over MCN).
         steps: inner steps (per penalty round, or per MCN search in bisection).
         rounds: penalty rounds (α grows by `growth` each) or bisection halvings.
         alpha: initial penalty weight.
         lr: Adam learning rate of the penalty method.
+        restarts, seed, search_dtype: the inner MCN search's (see `MCNShell`).
     """
 
     kind = "ncn"
     option_parameters: ClassVar[dict[str, str]] = {"delta": "max_radius"}
 
+    settings_type = NearestSettings
+
     def __init__(self, model: nn.Module, p: float = 0.9, norm: Norm | str = Norm.LINF,
-                 bounds: Bounds = Bounds(), max_radius: float = 0.5, method: str = "bisection",
-                 steps: int = 20, rounds: int = 8, alpha: float = 10.0, growth: float = 10.0,
-                 lr: float = 0.01, restarts: int = 1, seed: int = 0, search_dtype: str = "float32") -> None:
+                 bounds: Bounds = Bounds(), **settings) -> None:
         super().__init__(model, norm, bounds)
         self.threshold = check_probability(p, "p")
-        self.radius = check_nonnegative(max_radius, "max_radius")
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
-        self.method = method
-        self.steps = check_positive_int(steps, "steps")
-        self.rounds = check_positive_int(rounds, "rounds")
-        self.alpha = check_nonnegative(alpha, "alpha")
-        self.growth = check_nonnegative(growth, "growth")
-        self.lr = check_nonnegative(lr, "lr")
-        self.restarts, self.seed = restarts, seed
-        self.mcn = MCNShell(model, max_radius, self.norm, bounds, steps=steps, restarts=restarts,
-                            seed=seed, search_dtype=search_dtype)
-        self.search_dtype = search_dtype
+        chosen = self.use_settings(settings)
+        self.radius = chosen.max_radius
+        self.mcn = MCNShell(model, chosen.max_radius, self.norm, bounds, steps=chosen.steps,
+                            restarts=chosen.restarts, seed=chosen.seed, search_dtype=chosen.search_dtype)
         self.last_infeasible: torch.Tensor | None = None
 
     @property
