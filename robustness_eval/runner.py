@@ -61,18 +61,26 @@ def skipped_attacks(battery: list[Attack], offered: dict[str, frozenset[str]]) -
             and (reason := attack.skip_reason(capabilities_offered)) is not None]
 
 
+class Battery(list):
+    """A resolved battery: attack instances in run order (presets expanded, budgets applied, the caller's own
+    instances copied). `resolve_battery` makes one and passes one through as it is, so an evaluation resolves its
+    battery once (in `prepare_evaluation`) and every phase runs those instances."""
+
+
 def resolve_battery(attacks: str | list[str] | list[Attack], budgets: dict[str, int] | None = None,
-                    budget_scale: float = 1.0, draws: int | None = None) -> list[Attack]:
+                    budget_scale: float = 1.0, draws: int | None = None) -> Battery:
     """Attack instances in run order from a preset, a comma list, names or instances (`draws`: the EOT draws of
-    the named attacks that take them; instances keep their own)."""
+    the named attacks that take them; instances keep their own); a `Battery` with nothing to change is itself."""
+    if isinstance(attacks, Battery) and budgets is None and budget_scale == 1.0 and draws is None:
+        return attacks
     if attacks and not isinstance(attacks, str) and isinstance(attacks[0], Attack):
         scaled = []
         for attack in attacks:  # a copy keeps every other setting of the caller's instance
             attack = copy.copy(attack)
             attack.budget = max(1, round(attack.budget * budget_scale))
             scaled.append(attack)
-        return order_battery(scaled)
-    return order_battery(build_battery(attacks, budgets, budget_scale, draws))
+        return Battery(order_battery(scaled))
+    return Battery(order_battery(build_battery(attacks, budgets, budget_scale, draws)))
 
 
 @dataclass
