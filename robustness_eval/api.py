@@ -10,6 +10,7 @@ shell or battery differ from the one it holds). This module is the facade: the o
 
 from __future__ import annotations
 
+import time
 import warnings
 
 from torch import nn
@@ -78,8 +79,11 @@ def prepare_evaluation(model: nn.Module, shell, data: Dataset | tuple, threat: T
     options = RunOptions.from_keywords(**{**(options.keywords() if options else {}), **keywords})
     if not isinstance(threat, Threat):
         raise TypeError(f"`threat` must be a robustness_eval.Threat (got {type(threat).__name__})")
+    start = time.perf_counter()
     with borrowed([model, shell, options.bpda, options.shell_surrogate]):
-        return _prepare(model, shell, data, threat, options)
+        evaluation = _prepare(model, shell, data, threat, options)
+    evaluation.prepared["checks and probe"] = time.perf_counter() - start
+    return evaluation
 
 
 def _prepare(model: nn.Module, shell, data: Dataset | tuple, threat: Threat, options: RunOptions) -> Evaluation:
@@ -124,7 +128,8 @@ def _prepare(model: nn.Module, shell, data: Dataset | tuple, threat: Threat, opt
         probe_bpda(options.bpda, model, x)
     for finding in findings:
         warnings.warn(finding, stacklevel=4)
-    return Evaluation(model, source, x, y, threat, truth, config, battery, options, directory, combos, findings, cost)
+    return Evaluation(model=model, source=source, x=x, y=y, threat=threat, truth=truth, config=config, battery=battery,
+                      options=options, store_dir=directory, combos=combos, findings=findings, cost=cost)
 
 
 def _shell_surrogate(options: RunOptions, model: nn.Module, threat: Threat, device) -> nn.Module | None:

@@ -208,9 +208,16 @@ def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
 
 def _run_and_report(config: dict, out: Path, command: str, explicit: dict, args: argparse.Namespace) -> int:
     from robustness_eval.config import run_name
+    from robustness_eval.progress import PhaseClock
     from robustness_eval.report import write_report
 
-    evaluation = _prepare(config, out, command, args.quiet, set(explicit), args)
+    clock = PhaseClock(args.quiet)
+    try:
+        with clock.phase("loading and checking", "data, model, shell; the probe and the cost estimate"):
+            evaluation = _prepare(config, out, command, args.quiet, set(explicit), args)
+    finally:
+        clock.close()
+    evaluation.prepared = dict(clock.seconds)  # the loading and the checks inside it, as one phase
     if not args.quiet:
         print(f"{run_name(config)} -> {out}", flush=True)
     try:

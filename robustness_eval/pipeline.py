@@ -59,6 +59,8 @@ class Evaluation:
     combos: list[tuple[float, float]]
     findings: list[str] = field(default_factory=list)  # the probe's warnings, recorded in the result too
     cost: CostEstimate | None = None  # the battery's estimated cost, shown before it starts
+    prepared: dict[str, float] = field(default_factory=dict)  # seconds of the phases before `run` (the first rows
+    # of the primary result's phase_seconds): the checks and probe, and from the CLI the loading too
 
     def run(self) -> EvaluationResult:
         """Run (or resume) every combination of the sweep; return the primary result. The caller's modules are
@@ -114,7 +116,8 @@ def run_one(job: Evaluation, shell, threat: Threat, config: dict, directory: Pat
         result.extras.update(_closing_phases(result, run, job, clock))
         result.examples = example_panels(job.model, shell, job.x, job.y, result.adversarial.get("shell", {}))
         result.extras["seconds"] = time.perf_counter() - start
-        result.extras["phase_seconds"] = {name: round(seconds, 2) for name, seconds in clock.seconds.items()}
+        phases = {**(job.prepared if primary else {}), **clock.seconds}
+        result.extras["phase_seconds"] = {name: round(seconds, 2) for name, seconds in phases.items()}
         if directory is not None:
             result.store_digest = store.digest()
             result.save(directory)
