@@ -13,6 +13,7 @@ its own: the run configuration and the extras hold what users and later phases a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from typing import Any, ClassVar, Self
@@ -51,7 +52,7 @@ class Record:
         where = where or cls.__name__
         if not isinstance(data, dict):
             raise RecordError(f"{where}: expected an object, found {type(data).__name__}")
-        hints = typing.get_type_hints(cls)
+        hints = _hints(cls)
         known = {item.metadata.get("json_key", item.name): item for item in dataclasses.fields(cls)
                  if not (item.name == "other" and cls.OPEN)}
         unknown = [key for key in data if key not in known]
@@ -66,6 +67,12 @@ class Record:
         if cls.OPEN:
             values["other"] = {key: data[key] for key in unknown}
         return cls(**values)
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """A record class's resolved field types (resolved once: a results.json has a record per point)."""
+    return typing.get_type_hints(cls)
 
 
 def _optional(item: dataclasses.Field) -> bool:
