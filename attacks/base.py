@@ -131,12 +131,19 @@ def check_targets(targets: int) -> int:
 
 class RestartingAttack(Attack):
     """An attack with restarts drawn from a start schedule (`first_restart`: where in the schedule it begins, so a
-    later round continues it) and, optionally, target classes: the arguments and checks the gradient attacks
-    share."""
+    later round continues it): the arguments and checks every scheduled attack shares."""
 
-    def __init__(self, budget: int = 100, restarts: int = 1, targets: int = 0, first_restart: int = 0) -> None:
+    def __init__(self, budget: int = 100, restarts: int = 1, first_restart: int = 0) -> None:
         super().__init__(budget)
         self.first_restart = first_restart
         self.restarts = check_positive_int(restarts, "restarts")
+
+
+class TargetableAttack(RestartingAttack):
+    """A scheduled attack that can aim at target classes as well (`targets`: how many; 0 untargeted): the gradient
+    attacks' shared arguments."""
+
+    def __init__(self, budget: int = 100, restarts: int = 1, targets: int = 0, first_restart: int = 0) -> None:
+        super().__init__(budget, restarts, first_restart)
         self.targets = check_targets(targets)
 

@@ -25,14 +25,14 @@ from __future__ import annotations
 import torch
 
 from attacks.apgd import apgd_ascent
-from attacks.base import Attack, AttackOutput, RestartingAttack
+from attacks.base import Attack, AttackOutput, TargetableAttack
 from attacks.losses import margin, targeted_margin, wrong_classes
 from attacks.starts import schedule, start
 from robustness_eval.ascent import projected_ascent, unrolled_ball_ascent
 from robustness_eval.types import AttackKind, Threat
 
 
-class BPDA(RestartingAttack):
+class BPDA(TargetableAttack):
     """Straight-through BPDA with an APGD outer loop (see module docstring)."""
 
     name = "bpda"

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import torch
 
-from attacks.base import Attack, AttackOutput
+from attacks.base import AttackOutput, RestartingAttack
 from attacks.losses import targeted_log_prob, targeted_margin
 from attacks.starts import schedule, start
 from robustness_eval.ascent import projected_ascent
@@ -72,7 +72,7 @@ class SteepestRise:
         z.register_hook(lambda grad: self(loss.detach(), grad))
 
 
-class LookAhead(Attack):
+class LookAhead(RestartingAttack):
     """Targeted confident PGD on F at radius ε + δ (MCN) or ε (NCN), projected to ε (see module docstring)."""
 
     name = "lookahead"
@@ -82,12 +82,10 @@ class LookAhead(Attack):
 
     def __init__(self, budget: int = 40, confidence: float = 0.99, restarts: int = 6, deep: bool = True,
                  objective: str = "margin", first_restart: int = 0, rise: bool = True, climbs: int = 4) -> None:
-        super().__init__(budget)
+        super().__init__(budget, restarts, first_restart)
         self.rise = bool(rise)
         self.climbs = check_positive_int(climbs, "climbs")
-        self.first_restart = first_restart
         self.confidence = confidence
-        self.restarts = check_positive_int(restarts, "restarts")
         self.deep = bool(deep)
         if objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {objective!r}; choose one of: {', '.join(OBJECTIVES)}")

@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import torch
 
-from attacks.base import AttackOutput, RestartingAttack
+from attacks.base import AttackOutput, TargetableAttack
 from attacks.starts import schedule, start
 from robustness_eval.ascent import ascent_step
 from robustness_eval.types import AttackKind, Threat
 
 
-class MinMax(RestartingAttack):
+class MinMax(TargetableAttack):
     """Outer PGD on the shell's per-class search margin (see module docstring)."""
 
     name = "minmax"

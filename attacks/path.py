@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import torch
 
-from attacks.base import AttackOutput, RestartingAttack
+from attacks.base import AttackOutput, TargetableAttack
 from attacks.losses import margin, targeted_margin, wrong_classes
 from attacks.starts import schedule, start
 from robustness_eval.ascent import ascent_step
 from robustness_eval.types import AttackKind, Threat, check_positive_int
 
 
-class GradientPath(RestartingAttack):
+class GradientPath(TargetableAttack):
     """Margin PGD on F from a full-radius opening step, the shell checked at checkpoints (see module docstring)."""
 
     name = "pgd-path"

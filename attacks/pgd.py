@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import torch
 
-from attacks.base import AttackOutput, RestartingAttack
+from attacks.base import AttackOutput, TargetableAttack
 from attacks.losses import LOSSES, margin, targeted_margin, wrong_classes
 from attacks.starts import schedule, start
 from robustness_eval.ascent import projected_ascent
 from robustness_eval.types import AttackKind, Threat
 
 
-class PGD(RestartingAttack):
+class PGD(TargetableAttack):
     """Untargeted PGD on F with cross-entropy loss (see module docstring)."""
 
     name = "pgd"
