@@ -74,7 +74,7 @@ def gradient_diagnostics(model: nn.Module, shell: nn.Module, x: torch.Tensor,
     return out
 
 
-def indicators(results: ResultsRecord, diagnostics: dict[str, GradientDiagnostics], unbounded: dict | None,
+def indicators(results: ResultsRecord, diagnostics: dict[str, GradientDiagnostics], unbounded: dict[str, float] | None,
                target: str) -> list[str]:
     """The indicators that fire on `target` (see the module docstring), each as a readable sentence."""
     fired = []

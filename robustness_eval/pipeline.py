@@ -26,7 +26,7 @@ from robustness_eval.modules import borrowed, eval_mode
 from robustness_eval.options import RunOptions
 from robustness_eval.progress import PhaseClock
 from robustness_eval.provenance import VOLATILE, run_config
-from robustness_eval.records import ActiveTest, Caveat, GroundTruthCounts, SweepRow
+from robustness_eval.records import ActiveTest, Caveat, GroundTruthCounts, SanityVerdict, SweepRow
 from robustness_eval.repeated import repeated_inference
 from robustness_eval.restart_check import record_from_doubled_round, restart_check
 from robustness_eval.results import EvaluationResult, describe_shell
@@ -168,8 +168,8 @@ def _checks(result: EvaluationResult, run: Run, job: Evaluation, clock: PhaseClo
         with clock.phase("escalation", f"at most {options.escalation_cap:g} s"):
             unbounded = _cached(store, "unbounded", lambda: sanity.unbounded_attack(
                 context.model, context.shell, x, y, context.threat, seed).to_json()) if options.sanity_checks else None
-            result = escalate(result, run, ran, unbounded and unbounded["values"],
-                              surrogate=options.bpda, time_cap=options.escalation_cap)
+            rates = SanityVerdict.from_json(unbounded).values if unbounded else None  # per target
+            result = escalate(result, run, ran, rates, surrogate=options.bpda, time_cap=options.escalation_cap)
     if options.crosscheck:
         with clock.phase("cross-check", "Foolbox vs our PGD on F"):
             result.extras["crosscheck"] = _cached(store, "crosscheck", lambda: pgd_crosscheck(run).to_json())

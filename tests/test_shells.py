@@ -137,3 +137,30 @@ def test_bad_shell_arguments_name_the_argument(digits_standard, kwargs, message)
     args = {"model": digits_standard, "norm": "linf", "bounds": Bounds(), "delta": 0.1, **kwargs}
     with pytest.raises(ValueError, match=message):
         build_shell(**args)
+
+
+def test_a_shells_settings_are_keywords_by_name_validated_recorded_and_rebuilt(logistic):
+    """MCN's and NCN's settings live in a dataclass; users, option binding and the record still see each by name."""
+    import inspect
+
+    from shells.registry import accepted_options
+
+    model, _, _ = logistic
+    parameters = inspect.signature(MCNShell).parameters
+    assert parameters["steps"].default == 20 and parameters["search_dtype"].default == "float32"
+    assert accepted_options(MCNShell, {"delta": 0.1, "p": 0.9, "seed": 3}) == {"delta": 0.1, "seed": 3}
+    shell = MCNShell(model, 0.1, "linf", WIDE, steps=3, objective="cw")
+    assert (shell.steps, shell.restarts, shell.objective) == (3, 1, "cw")
+    assert {"steps": 3, "restarts": 1, "step_size": None, "objective": "cw", "chunk_rows": 8192, "seed": 0,
+            "search_dtype": "float32"}.items() <= shell.describe().items()
+    rebuilt = shell.rebuild(model, delta=0.2)
+    assert (rebuilt.radius, rebuilt.steps, rebuilt.objective) == (0.2, 3, "cw")
+    with pytest.raises(TypeError, match="MCNShell takes no setting 'stepz'; its settings are: steps, restarts"):
+        MCNShell(model, 0.1, stepz=3)
+    with pytest.raises(ValueError, match="steps"):
+        MCNShell(model, 0.1, steps=0)
+    ncn = NCNShell(model, 0.9, "linf", WIDE, max_radius=0.3, steps=4, restarts=2)
+    assert (ncn.radius, ncn.mcn.radius, ncn.mcn.steps, ncn.mcn.restarts) == (0.3, 0.3, 4, 2)
+    assert ncn.rebuild(model, delta=0.4).radius == 0.4
+    with pytest.raises(ValueError, match="unknown method"):
+        NCNShell(model, 0.9, method="newton")
