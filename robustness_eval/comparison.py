@@ -20,18 +20,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from robustness_eval.records import ResultsRecord, RunConfig, read_record
-from robustness_eval.report import (
-    Section,
-    interval,
-    markdown_literal,
-    pct,
-    record_text,
-    repeated_figures,
-    still_moving,
-    to_html,
-    to_markdown,
-    write_text_atomic,
-)
+from robustness_eval.render import Section, markdown_literal, to_html, to_markdown, write_text_atomic
+from robustness_eval.report import interval, pct, record_text, repeated_figures, still_moving
 
 TRANSFER_KINDS = ("transfer", "baseline")  # what the paper's protocol runs; the rest is the adaptive battery
 

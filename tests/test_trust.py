@@ -429,7 +429,7 @@ def test_compare_of_a_run_with_itself_is_warned_about(finished, tmp_path, capsys
 
 
 def test_markdown_escapes_ampersands_so_entities_in_names_render_as_typed():
-    from robustness_eval.report import markdown_literal
+    from robustness_eval.render import markdown_literal
 
     assert markdown_literal("a &lt;b&gt; & c") == "a \\&lt;b\\&gt; \\& c"
 
