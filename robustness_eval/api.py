@@ -10,7 +10,6 @@ shell or battery differ from the one it holds). This module is the facade: the o
 
 from __future__ import annotations
 
-import time
 import warnings
 
 from torch import nn
@@ -23,6 +22,7 @@ from robustness_eval.modules import borrowed
 from robustness_eval.options import RunOptions
 from robustness_eval.pipeline import Evaluation, ground_truth
 from robustness_eval.probe import probe_bpda, probe_model, probe_shell
+from robustness_eval.progress import PhaseClock
 from robustness_eval.provenance import configuration, data_hash, run_config
 from robustness_eval.results import EvaluationResult
 from robustness_eval.run_directory import check_store_dir, check_stored_config, stored_config
@@ -79,10 +79,14 @@ def prepare_evaluation(model: nn.Module, shell, data: Dataset | tuple, threat: T
     options = RunOptions.from_keywords(**{**(options.keywords() if options else {}), **keywords})
     if not isinstance(threat, Threat):
         raise TypeError(f"`threat` must be a robustness_eval.Threat (got {type(threat).__name__})")
-    start = time.perf_counter()
-    with borrowed([model, shell, options.bpda, options.shell_surrogate]):
-        evaluation = _prepare(model, shell, data, threat, options)
-    evaluation.prepared["checks and probe"] = time.perf_counter() - start
+    clock = PhaseClock(options.quiet)
+    try:
+        with borrowed([model, shell, options.bpda, options.shell_surrogate]), \
+                clock.phase("checks and probe", "the inputs, F and the shell probed, the battery's cost"):
+            evaluation = _prepare(model, shell, data, threat, options)
+    finally:
+        clock.close()
+    evaluation.prepared.update(clock.seconds)
     return evaluation
 
 

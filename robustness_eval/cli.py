@@ -114,9 +114,9 @@ def _add_compare(sub, debug: argparse.ArgumentParser) -> None:
                             help="compare runs made under different threats (norm, ε, bounds) anyway")
 
 
-def _prepare(config: dict, out: Path, command: str, quiet: bool, explicit: set[str],
-             args: argparse.Namespace):
-    """Load what the config names and validate it all: the `Evaluation` to run (nothing written yet)."""
+def _prepare(config: dict, out: Path, command: str, explicit: set[str], args: argparse.Namespace, clock):
+    """Load what the config names (the phase "loading" on `clock`) and validate it all: the `Evaluation` to run
+    (nothing written yet)."""
     from robustness_eval.api import prepare_evaluation
     from robustness_eval.config import grid, parse_budgets
     from robustness_eval.loading import load_data, load_model, load_surrogate, shell_factory, shell_surrogate_factory
@@ -124,17 +124,20 @@ def _prepare(config: dict, out: Path, command: str, quiet: bool, explicit: set[s
     from robustness_eval.types import Threat
     from shells.registry import accepted_options
 
-    data = load_data(config["data"], config["data_dir"], seed=config["seed"])
-    if "data_dir" in explicit and config["data"] not in ("mnist", "cifar10"):
-        warnings.warn(f"--data-dir is ignored: --data {config['data']} does not read a directory", stacklevel=2)
-    factory = shell_factory(config["shell"])
-    for key in ("p", "delta", "search_dtype"):
-        if key in explicit and key not in accepted_options(factory, {key: None}):
-            warnings.warn(f"--{key.replace('_', '-')} is ignored: the shell {config['shell']!r} takes no {key}",
-                          stacklevel=2)
-    model = load_model(config["model"], data, config["arch"], seed=config["seed"], quiet=quiet)
-    surrogate = load_surrogate(config["bpda"], model) if config.get("bpda") else None
-    shell_surrogate = shell_surrogate_factory(config["shell_surrogate"]) if config.get("shell_surrogate") else None
+    quiet = args.quiet
+    with clock.phase("loading", "data, model, shell"):
+        data = load_data(config["data"], config["data_dir"], seed=config["seed"])
+        if "data_dir" in explicit and config["data"] not in ("mnist", "cifar10"):
+            warnings.warn(f"--data-dir is ignored: --data {config['data']} does not read a directory", stacklevel=2)
+        factory = shell_factory(config["shell"])
+        for key in ("p", "delta", "search_dtype"):
+            if key in explicit and key not in accepted_options(factory, {key: None}):
+                warnings.warn(f"--{key.replace('_', '-')} is ignored: the shell {config['shell']!r} takes no {key}",
+                              stacklevel=2)
+        model = load_model(config["model"], data, config["arch"], seed=config["seed"], quiet=quiet)
+        surrogate = load_surrogate(config["bpda"], model) if config.get("bpda") else None
+        shell_surrogate = (shell_surrogate_factory(config["shell_surrogate"]) if config.get("shell_surrogate")
+                           else None)
     eps, delta = grid(config)
     execution = {name: getattr(args, name) for name in ("device", "backend", "ray_address", "workers",
                                                           "budget_limit_hours")}
@@ -213,11 +216,10 @@ def _run_and_report(config: dict, out: Path, command: str, explicit: dict, args:
 
     clock = PhaseClock(args.quiet)
     try:
-        with clock.phase("loading and checking", "data, model, shell; the probe and the cost estimate"):
-            evaluation = _prepare(config, out, command, args.quiet, set(explicit), args)
+        evaluation = _prepare(config, out, command, set(explicit), args, clock)
     finally:
         clock.close()
-    evaluation.prepared = dict(clock.seconds)  # the loading and the checks inside it, as one phase
+    evaluation.prepared = {**clock.seconds, **evaluation.prepared}  # the loading, then the checks and probe
     if not args.quiet:
         print(f"{run_name(config)} -> {out}", flush=True)
     try:

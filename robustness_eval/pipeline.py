@@ -60,7 +60,7 @@ class Evaluation:
     findings: list[str] = field(default_factory=list)  # the probe's warnings, recorded in the result too
     cost: CostEstimate | None = None  # the battery's estimated cost, shown before it starts
     prepared: dict[str, float] = field(default_factory=dict)  # seconds of the phases before `run` (the first rows
-    # of the primary result's phase_seconds): the checks and probe, and from the CLI the loading too
+    # of the primary result's phase_seconds): the checks and probe, and from the CLI the loading before them
 
     def run(self) -> EvaluationResult:
         """Run (or resume) every combination of the sweep; return the primary result. The caller's modules are

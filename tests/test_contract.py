@@ -78,8 +78,8 @@ def test_extras_a_user_added_survive_the_typed_records():
 
 SMALL = ["--n-points", "20", "--attacks", "pgd,noise,lookahead", "--budget", "pgd=8", "--budget", "noise=8",
          "--budget", "lookahead=4", "--escalation-cap", "20", "--inference-runs", "1"]
-PHASES = ["loading and checking", "battery", "escalation", "cross-check", "sanity checks", "active test: on-gradient",
-          "active test: lure"]
+PHASES = ["loading", "checks and probe", "battery", "escalation", "cross-check", "sanity checks",
+          "active test: on-gradient", "active test: lure"]
 
 
 def test_a_run_names_every_phase_records_its_seconds_and_quiet_silences_it(tmp_path, capsys, private_cache):
